@@ -1,0 +1,43 @@
+# The course's commands. On a fresh clone:  make run   (or)   make test
+# Both create the virtual environment .venv on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch is installed first, pinned, from this machine's wheel cache where there is one; override
+# (e.g. TORCH="torch torchvision") to take your platform's build.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.installed
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+.PHONY: run test lab venv clean info
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH) 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import torch, torchvision"
+	$(PY) -m pip install -q -e '.[dev]' 2>&1 | grep -v -e "is ignored" -e "BuildBackendWarning" || true
+	$(PY) -c "import kdutils, nbval, otter, mnist1d"
+	@touch $(STAMP)
+
+## make run: execute every notebook in order on the embedded data; executed copies and HTML in build/
+run: $(STAMP)
+	$(PY) -m kdutils run
+
+## make test: unit tests, and every notebook executed by nbval at the small "smoke" scale
+test: $(STAMP)
+	KD_PROFILE=smoke KD_RESULTS_DIR=$(CURDIR)/build/test-results MPLBACKEND=Agg \
+	  $(PY) -m pytest -q tests --nbval-lax notebooks/[0-9][0-9]_*.ipynb
+
+## make lab: open JupyterLab in the course's environment
+lab: $(STAMP)
+	$(PY) -m jupyter lab notebooks
+
+info: $(STAMP)
+	$(PY) -m kdutils info
+
+clean:
+	rm -rf build dist

@@ -1,0 +1,16 @@
+"""kdutils: the helper package of the knowledge-distillation course.
+
+Modules, each one concept:
+
+* ``runtime``  -- profile (smoke/full), seed, device, Colab, where results go
+* ``losses``   -- KL, soft cross-entropy, Hinton's distillation loss, generalized JSD
+* ``data``     -- digits and MNIST-1D, offline, cached
+* ``models``   -- the teachers and students of the course
+* ``train``    -- one training loop for supervised training and distillation
+* ``metrics``  -- accuracy, fidelity (agreement, predictive KL), calibration
+* ``report``   -- save a notebook's figures as JSON
+* ``colab``    -- point the notebooks' Colab badges and set-up cells at a repository
+"""
+from . import data, losses, metrics, report, runtime  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,80 @@
+"""Command line: ``python -m kdutils <command>``.
+
+    run      execute the notebooks in order, write build/, print a table   (make run)
+    colab    point every notebook's Colab badge and set-up cell at a repository
+    info     print the profile, seed and device this machine would use
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import runtime
+
+
+def _cmd_run(args) -> int:
+    from .nbrun import run_notebooks
+
+    paths = args.notebooks or sorted(Path(args.root).glob("[0-9][0-9]_*.ipynb"))
+    if not paths:
+        print(f"no notebooks found under {args.root}", file=sys.stderr)
+        return 2
+    table = run_notebooks(paths, Path(args.out), timeout=args.timeout, html=not args.no_html)
+    print()
+    print(table.to_string(index=False))
+    failed = table[table.status != "ok"]
+    if len(failed):
+        for _, row in failed.iterrows():
+            print(f"FAILED: {row.notebook} at {row['where']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_colab(args) -> int:
+    from .colab import rewrite_all
+
+    edits = rewrite_all(Path(args.root), args.repo, args.branch)
+    for path, n in edits.items():
+        print(f"{n:3d} cell(s) rewritten  {path}")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    for k, v in runtime.describe().items():
+        print(f"{k:8s} {v}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kdutils", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="execute the notebooks in order")
+    p.add_argument("notebooks", nargs="*", help="notebooks to run (default: notebooks/NN_*.ipynb)")
+    p.add_argument("--root", default=str(runtime.repo_root() / "notebooks"))
+    p.add_argument("--out", default=str(runtime.repo_root() / "build"))
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    p.add_argument("--no-html", action="store_true")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("colab", help="point Colab badges and set-up cells at OWNER/NAME")
+    p.add_argument("--repo", required=True, help="OWNER/NAME of the GitHub repository")
+    p.add_argument("--branch", default="main")
+    p.add_argument("--root", default=str(runtime.repo_root() / "notebooks"))
+    p.set_defaults(func=_cmd_colab)
+
+    p = sub.add_parser("info", help="print profile, seed and device")
+    p.set_defaults(func=_cmd_info)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The course's datasets, all available offline.
+
+* ``load_digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 real images).
+* ``load_mnist1d``: MNIST-1D (Greydanus 2020), generated locally by the ``mnist1d`` package.
+  Default arguments reproduce the published frozen dataset: 4,000 train / 1,000 test sequences of
+  length 40. Generation is slow (~10 s per 25k samples), so results are cached on disk under
+  ``kdutils.runtime.cache_dir()``, keyed by every generation argument.
+
+Both return a :class:`Dataset` of tensors with a deterministic split.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import runtime
+
+
+@dataclass
+class Dataset:
+    """Train and test tensors: ``x_*`` float32 inputs, ``y_*`` int64 labels."""
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int = 10
+
+    def to(self, device) -> "Dataset":
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for k, v in moved.items():
+            if isinstance(v, torch.Tensor):
+                moved[k] = v.to(device)
+        return Dataset(**moved)
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":
+        """The first ``n_train`` / ``n_test`` examples (the split is already shuffled)."""
+        return Dataset(self.x_train[:n_train], self.y_train[:n_train],
+                       self.x_test[:n_test], self.y_test[:n_test], self.num_classes)
+
+    def __repr__(self) -> str:
+        return (f"Dataset(train={tuple(self.x_train.shape)}, test={tuple(self.x_test.shape)}, "
+                f"classes={self.num_classes})")
+
+
+# ----------------------------------------------------------------------------- digits
+
+def load_digits(*, test_fraction: float = 0.25, seed: int = 0, flat: bool = False) -> Dataset:
+    """scikit-learn's 8x8 digits, scaled to [0, 1], split stratified by ``seed``.
+
+    Images are ``(N, 1, 8, 8)`` (``flat=True``: ``(N, 64)``).
+    """
+    from sklearn.datasets import load_digits as _load
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    bunch = _load()
+    x = bunch.data.astype(np.float32) / 16.0
+    y = bunch.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    shape = (-1, 64) if flat else (-1, 1, 8, 8)
+    return Dataset(torch.from_numpy(x_tr).reshape(shape), torch.from_numpy(y_tr),
+                   torch.from_numpy(x_te).reshape(shape), torch.from_numpy(y_te))
+
+
+# ----------------------------------------------------------------------------- MNIST-1D
+
+def mnist1d_args(**overrides) -> dict:
+    """The ``mnist1d`` generation arguments (the published defaults, with ``overrides``)."""
+    from mnist1d.data import get_dataset_args
+
+    args = get_dataset_args(as_dict=True)
+    args.pop("url", None)  # never download
+    unknown = set(overrides) - set(args)
+    if unknown:
+        raise ValueError(f"unknown MNIST-1D argument(s) {sorted(unknown)}; known: {sorted(args)}")
+    args.update(overrides)
+    return args
+
+
+def _cache_key(args: dict) -> str:
+    blob = json.dumps(args, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def mnist1d_cache_path(**overrides) -> Path:
+    return runtime.cache_dir() / f"mnist1d-{_cache_key(mnist1d_args(**overrides))}.npz"
+
+
+def _generate_mnist1d(args: dict) -> dict:
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    data = make_dataset(ObjectView(dict(args)))
+    return {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
+
+
+def load_mnist1d(num_samples: int = 5000, seed: int = 42, *, use_cache: bool = True, **overrides) -> Dataset:
+    """MNIST-1D generated locally; the defaults give the published 4,000/1,000 split.
+
+    ``num_samples`` and ``seed`` (and any other ``mnist1d`` argument, e.g. ``train_split``) are
+    passed to ``mnist1d.data.make_dataset``. The result is cached as ``.npz`` under
+    ``runtime.cache_dir()``; the cache key covers every argument, and the file is written
+    atomically so an interrupted run never leaves a corrupt cache behind.
+    Inputs are ``(N, 40)`` float32 sequences.
+    """
+    args = mnist1d_args(num_samples=num_samples, seed=seed, **overrides)
+    path = runtime.cache_dir() / f"mnist1d-{_cache_key(args)}.npz"
+    arrays = None
+    if use_cache and path.exists():
+        try:
+            with np.load(path) as f:
+                arrays = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+        except Exception:  # unreadable cache: regenerate (it is ours, derived data)
+            arrays = None
+    if arrays is None:
+        arrays = _generate_mnist1d(args)
+        if use_cache:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".mnist1d-", suffix=".npz")
+            os.close(fd)
+            try:
+                np.savez(tmp, **arrays)
+                os.replace(tmp, path)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+    as_x = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    as_y = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+    return Dataset(as_x(arrays["x"]), as_y(arrays["y"]), as_x(arrays["x_test"]), as_y(arrays["y_test"]))
+
+
+def mnist1d_transfer_set(num_samples: int, *, seed: int = 1234) -> torch.Tensor:
+    """Extra MNIST-1D inputs, *without labels*, for distillation (a transfer set).
+
+    Generated with a different seed from the benchmark (default 42), so they are new samples from
+    the same distribution; the labels are dropped on purpose.
+    """
+    if seed == 42:
+        raise ValueError("seed 42 generates the benchmark itself; a transfer set needs another seed")
+    return load_mnist1d(num_samples=num_samples, seed=seed, train_split=1.0).x_train
+
+
+def batches(n: int, batch_size: int, *, generator: torch.Generator | None = None, shuffle: bool = True,
+            drop_last: bool = False, device=None):
+    """Index tensors covering ``range(n)`` in batches (a DataLoader without the DataLoader)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if device is not None:
+        order = order.to(device)
+    stop = n - n % batch_size if drop_last else n
+    for i in range(0, stop, batch_size):
+        yield order[i:i + batch_size]

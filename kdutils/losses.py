@@ -1,0 +1,209 @@
+r"""Distillation losses, with the math they implement.
+
+Every loss takes logits of shape ``(..., C)`` -- the **student first, then the teacher**, as in
+``torch.nn.functional`` -- and turns them into distributions with a temperature ``T``:
+
+.. math::  p^T = \mathrm{softmax}(z / T)
+
+Options are keyword-only. ``reduction`` is one of
+
+* ``"batchmean"`` (default): the mean over all leading positions of the per-position divergence.
+  For 2-D input this is exactly ``F.kl_div(..., reduction="batchmean")``; for ``(B, L, C)`` token
+  logits it is the per-token mean over the unmasked tokens.
+* ``"sum"``: the sum over (unmasked) positions.
+* ``"none"``: the per-position values, shape ``(...)`` (masked positions are 0).
+
+``mask`` (optional, the leading shape ``(...)``, bool or 0/1) excludes positions such as padding.
+
+Everything is computed in log space (``log_softmax``), so logits of magnitude 1e4 and a teacher
+that puts zero probability on a class give finite values and gradients. Half-precision inputs
+(bfloat16, float16) are computed in float32 and the result is returned in float32.
+
+Bad input raises ``ValueError`` naming the problem, never a silent wrong number.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+REDUCTIONS = ("batchmean", "sum", "none")
+
+
+# --------------------------------------------------------------------------- input checks
+
+def _check_logits(name: str, logits) -> torch.Tensor:
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of logits, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise ValueError(f"{name} must be floating-point logits, got integer dtype {logits.dtype} "
+                         "(pass raw model outputs, not class indices)")
+    if logits.dim() < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"{name} must have a class dimension last, shape (..., C); got {tuple(logits.shape)}")
+    if not torch.isfinite(logits).all():
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    return logits
+
+
+def _check_pair(student_logits, teacher_logits):
+    _check_logits("student_logits", student_logits)
+    _check_logits("teacher_logits", teacher_logits)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student and teacher logits must have the same shape, got "
+                         f"{tuple(student_logits.shape)} (student) vs {tuple(teacher_logits.shape)} (teacher)")
+
+
+def _check_temperature(temperature):
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+
+
+def _check_unit(name, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0.0 <= value <= 1.0):
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+
+
+def _check_mask(mask, leading_shape):
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise ValueError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+    if tuple(mask.shape) != tuple(leading_shape):
+        raise ValueError(f"mask must have the logits' leading shape {tuple(leading_shape)}, got {tuple(mask.shape)}")
+    return mask.to(torch.bool)
+
+
+def _log_probs(logits, temperature):
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return F.log_softmax(logits / temperature, dim=-1)
+
+
+def _reduce(per_position: torch.Tensor, reduction: str, mask: torch.Tensor | None) -> torch.Tensor:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if mask is not None:
+        per_position = per_position.masked_fill(~mask, 0.0)
+    if reduction == "none":
+        return per_position
+    total = per_position.sum()
+    if reduction == "sum":
+        return total
+    if mask is None:
+        return total / max(per_position.numel(), 1)
+    return total / mask.sum().clamp_min(1).to(total.dtype)
+
+
+def _kl_from_log_probs(log_p, log_q):
+    """KL(p || q) = sum_c p_c (log p_c - log q_c) per position; 0 log 0 = 0."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+# --------------------------------------------------------------------------- losses
+
+def kl_divergence(student_logits, teacher_logits, *, temperature=1.0, direction="forward",
+                  reduction="batchmean", mask=None):
+    r"""KL divergence between the teacher's and the student's softened distributions.
+
+    forward (default):  KL(p_t^T || p_s^T) = sum_c p_t,c (log p_t,c - log p_s,c)   (mass-covering)
+    reverse:            KL(p_s^T || p_t^T) = sum_c p_s,c (log p_s,c - log p_t,c)   (mode-seeking)
+
+    Forward KL equals ``F.kl_div(log_softmax(s/T), log_softmax(t/T), log_target=True)``.
+    """
+    _check_pair(student_logits, teacher_logits)
+    _check_temperature(temperature)
+    if direction not in ("forward", "reverse"):
+        raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
+    mask = _check_mask(mask, student_logits.shape[:-1])
+    log_s = _log_probs(student_logits, temperature)
+    log_t = _log_probs(teacher_logits, temperature)
+    per_position = _kl_from_log_probs(log_t, log_s) if direction == "forward" else _kl_from_log_probs(log_s, log_t)
+    return _reduce(per_position, reduction, mask)
+
+
+def soft_cross_entropy(student_logits, teacher_logits, *, temperature=1.0, reduction="batchmean", mask=None):
+    r"""Cross-entropy of the student's distribution under the teacher's soft targets.
+
+    H(p_t^T, p_s^T) = - sum_c p_t,c log p_s,c  =  H(p_t^T) + KL(p_t^T || p_s^T)
+
+    H(p_t^T) does not depend on the student, so this loss and ``kl_divergence`` have the same
+    gradient with respect to the student's logits.
+    """
+    _check_pair(student_logits, teacher_logits)
+    _check_temperature(temperature)
+    mask = _check_mask(mask, student_logits.shape[:-1])
+    log_s = _log_probs(student_logits, temperature)
+    p_t = _log_probs(teacher_logits, temperature).exp()
+    return _reduce(-(p_t * log_s).sum(-1), reduction, mask)
+
+
+def distillation_loss(student_logits, teacher_logits, labels=None, *, temperature=4.0, alpha=0.9,
+                      soft="kl", reduction="batchmean", mask=None):
+    r"""Hinton et al. (2015): a soft term on the teacher's targets plus a hard term on the labels.
+
+    L = alpha * T^2 * soft(p_t^T, p_s^T) + (1 - alpha) * CE(labels, softmax(z_s))
+
+    ``soft`` is ``"kl"`` (KL(p_t^T || p_s^T)) or ``"ce"`` (H(p_t^T, p_s^T)); both give the same
+    gradient. The soft term's gradient shrinks as 1/T^2, so the T^2 factor keeps the two terms'
+    relative weight independent of T. ``labels`` (class indices, the leading shape) may be
+    ``None`` only with ``alpha = 1``: pure distillation, for an unlabeled transfer set.
+    Positions whose label is -100 are ignored by the hard term, as in ``F.cross_entropy``.
+    """
+    _check_pair(student_logits, teacher_logits)
+    _check_temperature(temperature)
+    _check_unit("alpha", alpha)
+    if soft not in ("kl", "ce"):
+        raise ValueError(f"soft must be 'kl' or 'ce', got {soft!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    mask = _check_mask(mask, student_logits.shape[:-1])
+    soft_fn = kl_divergence if soft == "kl" else soft_cross_entropy
+    per_position = alpha * temperature ** 2 * soft_fn(student_logits, teacher_logits,
+                                                      temperature=temperature, reduction="none")
+    if alpha < 1:
+        if labels is None:
+            raise ValueError(f"labels are required when alpha < 1 (alpha={alpha}); pass alpha=1.0 for "
+                             "pure distillation on unlabeled data")
+        if not isinstance(labels, torch.Tensor) or labels.is_floating_point():
+            raise ValueError("labels must be an integer tensor of class indices")
+        if tuple(labels.shape) != tuple(student_logits.shape[:-1]):
+            raise ValueError(f"labels must have the logits' leading shape {tuple(student_logits.shape[:-1])}, "
+                             f"got {tuple(labels.shape)}")
+        logits = student_logits.float() if student_logits.dtype in (torch.float16, torch.bfloat16) else student_logits
+        hard = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                               reduction="none").reshape(labels.shape)
+        ignored = labels == -100
+        if ignored.any():
+            mask = ~ignored if mask is None else mask & ~ignored
+        per_position = per_position + (1 - alpha) * hard
+    return _reduce(per_position, reduction, mask)
+
+
+def generalized_jsd(student_logits, teacher_logits, *, beta=0.5, temperature=1.0, reduction="batchmean", mask=None):
+    r"""The beta-skewed generalized Jensen-Shannon divergence of GKD (Agarwal et al. 2024; TRL).
+
+    With M = beta * p_t + (1 - beta) * p_s:
+
+        JSD_beta = beta * KL(p_t || M) + (1 - beta) * KL(p_s || M)        for 0 < beta < 1
+
+    and, as in TRL's ``generalized_jsd_loss``, the endpoints are the two KL directions:
+    beta = 0 is the forward KL(p_t || p_s), beta = 1 the reverse KL(p_s || p_t).
+    (Inside (0, 1) the value is bounded by log 2 and tends to 0 towards either end, so the
+    endpoints are defined separately, not as limits.) beta = 0.5 is the ordinary JSD.
+    """
+    _check_pair(student_logits, teacher_logits)
+    _check_temperature(temperature)
+    _check_unit("beta", beta)
+    if beta == 0:
+        return kl_divergence(student_logits, teacher_logits, temperature=temperature,
+                             direction="forward", reduction=reduction, mask=mask)
+    if beta == 1:
+        return kl_divergence(student_logits, teacher_logits, temperature=temperature,
+                             direction="reverse", reduction=reduction, mask=mask)
+    mask = _check_mask(mask, student_logits.shape[:-1])
+    log_s = _log_probs(student_logits, temperature)
+    log_t = _log_probs(teacher_logits, temperature)
+    log_m = torch.logsumexp(torch.stack([log_t + math.log(beta), log_s + math.log(1 - beta)]), dim=0)
+    per_position = beta * _kl_from_log_probs(log_t, log_m) + (1 - beta) * _kl_from_log_probs(log_s, log_m)
+    return _reduce(per_position, reduction, mask)

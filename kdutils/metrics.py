@@ -1,0 +1,74 @@
+r"""How good is a student, and how faithful to its teacher?
+
+Accuracy asks whether the student is right; *fidelity* asks whether it agrees with the teacher
+(Stanton et al. 2021, "Does Knowledge Distillation Really Work?"). The two need not move together.
+
+* accuracy            = mean_i [argmax z_s,i = y_i]
+* top1_agreement      = mean_i [argmax z_s,i = argmax z_t,i]
+* predictive_kl       = mean_i KL(p_t,i || p_s,i)          (at T = 1)
+* expected_calibration_error = sum_b (n_b / n) |acc_b - conf_b| over confidence bins b
+"""
+from __future__ import annotations
+
+import torch
+
+from .losses import _check_logits, _check_pair, kl_divergence
+
+
+def _check_labels(logits, labels):
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point():
+        raise ValueError("labels must be an integer tensor of class indices")
+    if tuple(labels.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"labels shape {tuple(labels.shape)} does not match logits' leading shape "
+                         f"{tuple(logits.shape[:-1])}")
+
+
+@torch.no_grad()
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of positions where the arg-max class equals the label."""
+    _check_logits("logits", logits)
+    _check_labels(logits, labels)
+    return (logits.argmax(-1) == labels.to(logits.device)).float().mean().item()
+
+
+@torch.no_grad()
+def top1_agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
+    """Fraction of inputs on which student and teacher predict the same class."""
+    _check_pair(student_logits, teacher_logits)
+    return (student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean().item()
+
+
+@torch.no_grad()
+def predictive_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
+    """Mean KL(p_teacher || p_student) of the predictive distributions, at temperature 1."""
+    return kl_divergence(student_logits, teacher_logits).item()
+
+
+@torch.no_grad()
+def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, *, n_bins: int = 15) -> float:
+    """ECE with ``n_bins`` equal-width confidence bins (Guo et al. 2017)."""
+    _check_logits("logits", logits)
+    _check_labels(logits, labels)
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    probs = logits.float().softmax(-1).reshape(-1, logits.shape[-1])
+    conf, pred = probs.max(-1)
+    correct = (pred == labels.reshape(-1).to(pred.device)).float()
+    bins = torch.clamp((conf * n_bins).long(), max=n_bins - 1)
+    ece = torch.zeros((), dtype=torch.float64)
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            ece += in_bin.float().mean().double() * (correct[in_bin].mean() - conf[in_bin].mean()).abs().double()
+    return ece.item()
+
+
+@torch.no_grad()
+def fidelity_report(student_logits, teacher_logits, labels) -> dict:
+    """Accuracy, agreement with the teacher, predictive KL and ECE of one student, as a dict."""
+    return {
+        "accuracy": accuracy(student_logits, labels),
+        "top1_agreement": top1_agreement(student_logits, teacher_logits),
+        "predictive_kl": predictive_kl(student_logits, teacher_logits),
+        "ece": expected_calibration_error(student_logits, labels),
+    }

@@ -1,0 +1,97 @@
+import json
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdutils import metrics, report, runtime
+
+
+def test_profile_and_seed_from_environment(monkeypatch):
+    monkeypatch.delenv("KD_PROFILE", raising=False)
+    assert runtime.profile() == "full"
+    monkeypatch.setenv("KD_PROFILE", "SMOKE")
+    assert runtime.profile() == "smoke" and runtime.is_smoke()
+    assert runtime.scale(smoke=1, full=2, gpu=3) == 1
+    monkeypatch.setenv("KD_PROFILE", "huge")
+    with pytest.raises(ValueError, match="KD_PROFILE"):
+        runtime.profile()
+    monkeypatch.setenv("KD_SEED", "abc")
+    with pytest.raises(ValueError, match="KD_SEED"):
+        runtime.seed()
+    monkeypatch.setenv("KD_SEED", "5")
+    assert runtime.seed() == 5
+
+
+def test_scale_full_on_cpu_and_gpu(monkeypatch):
+    monkeypatch.setenv("KD_PROFILE", "full")
+    monkeypatch.setenv("KD_DEVICE", "cpu")
+    assert runtime.scale(smoke=1, full=2, gpu=3) == 2
+    monkeypatch.setenv("KD_DEVICE", "cuda")
+    assert runtime.scale(smoke=1, full=2, gpu=3) == 3
+    assert runtime.scale(smoke=1, full=2) == 2
+
+
+def test_seed_everything_is_reproducible():
+    runtime.seed_everything(3)
+    a = torch.randn(5)
+    runtime.seed_everything(3)
+    assert torch.equal(a, torch.randn(5))
+
+
+def test_save_results_roundtrip_and_atomic(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_PROFILE", "smoke")
+    monkeypatch.setenv("KD_SEED", "2")
+    df = pd.DataFrame({"T": [1, 2], "acc": [0.5, 0.75]})
+    path = report.save_results("99_test", {"acc": torch.tensor(0.5), "table": df, "nan": float("nan")},
+                               directory=tmp_path)
+    data = json.loads(path.read_text())
+    assert data["profile"] == "smoke" and data["seed"] == 2 and data["device"]
+    assert data["metrics"]["acc"] == 0.5 and data["metrics"]["nan"] is None
+    assert data["metrics"]["table"][1]["acc"] == 0.75
+    # a failing write leaves the previous file intact and no temporary files behind
+    def interrupted_dump(obj, f, **kw):
+        f.write('{"half": ')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report.json, "dump", interrupted_dump)
+    with pytest.raises(KeyboardInterrupt):
+        report.save_results("99_test", {"acc": 0.1}, directory=tmp_path)
+    monkeypatch.undo()
+    assert json.loads(path.read_text())["metrics"]["acc"] == 0.5
+    assert [p.name for p in tmp_path.iterdir()] == ["99_test.json"]
+    with pytest.raises(ValueError, match="file stem"):
+        report.save_results("../evil", {}, directory=tmp_path)
+
+
+def test_results_dir_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_RESULTS_DIR", str(tmp_path / "r"))
+    assert runtime.results_dir() == tmp_path / "r" and (tmp_path / "r").is_dir()
+
+
+def test_metrics_values():
+    t = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0], [5.0, 0.0, 0.0]])
+    s = torch.tensor([[4.0, 0.0, 0.0], [0.0, 0.0, 4.0], [0.0, 0.0, 4.0], [0.0, 4.0, 0.0]])
+    y = torch.tensor([0, 1, 2, 1])
+    assert metrics.accuracy(s, y) == pytest.approx(3 / 4)
+    assert metrics.accuracy(t, y) == pytest.approx(3 / 4)
+    assert metrics.top1_agreement(s, t) == pytest.approx(2 / 4)  # both right on 0 and 2 only
+    expected = F.kl_div(F.log_softmax(s, -1), F.softmax(t, -1), reduction="batchmean").item()
+    assert metrics.predictive_kl(s, t) == pytest.approx(expected)
+    assert metrics.predictive_kl(t, t) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="labels"):
+        metrics.accuracy(s, y[:3])
+
+
+def test_ece_perfect_and_overconfident():
+    y = torch.arange(100) % 4
+    confident_right = F.one_hot(y, 4).float() * 50
+    assert metrics.expected_calibration_error(confident_right, y) == pytest.approx(0.0, abs=1e-6)
+    confident_wrong = F.one_hot((y + 1) % 4, 4).float() * 50
+    assert metrics.expected_calibration_error(confident_wrong, y) == pytest.approx(1.0, abs=1e-6)
+    # 60% accuracy at 90% confidence -> ECE 0.3
+    logit = torch.log(torch.tensor(0.9 / (0.1 / 3)))
+    z = F.one_hot(torch.zeros(10, dtype=torch.long), 4).float() * logit
+    labels = torch.tensor([0] * 6 + [1] * 4)
+    assert metrics.expected_calibration_error(z, labels) == pytest.approx(0.3, abs=1e-5)
