@@ -148,7 +148,9 @@ def distillation_loss(student_logits, teacher_logits, labels=None, *, temperatur
     gradient. The soft term's gradient shrinks as 1/T^2, so the T^2 factor keeps the two terms'
     relative weight independent of T. ``labels`` (class indices, the leading shape) may be
     ``None`` only with ``alpha = 1``: pure distillation, for an unlabeled transfer set.
-    Positions whose label is -100 are ignored by the hard term, as in ``F.cross_entropy``.
+    Positions whose label is -100 (unlabeled transfer data) get the soft term only; with
+    ``"batchmean"`` each term is averaged over its own positions, so the hard term equals
+    ``F.cross_entropy(..., ignore_index=-100)``.
     """
     _check_pair(student_logits, teacher_logits)
     _check_temperature(temperature)
@@ -159,25 +161,28 @@ def distillation_loss(student_logits, teacher_logits, labels=None, *, temperatur
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     mask = _check_mask(mask, student_logits.shape[:-1])
     soft_fn = kl_divergence if soft == "kl" else soft_cross_entropy
-    per_position = alpha * temperature ** 2 * soft_fn(student_logits, teacher_logits,
-                                                      temperature=temperature, reduction="none")
-    if alpha < 1:
-        if labels is None:
-            raise ValueError(f"labels are required when alpha < 1 (alpha={alpha}); pass alpha=1.0 for "
-                             "pure distillation on unlabeled data")
-        if not isinstance(labels, torch.Tensor) or labels.is_floating_point():
-            raise ValueError("labels must be an integer tensor of class indices")
-        if tuple(labels.shape) != tuple(student_logits.shape[:-1]):
-            raise ValueError(f"labels must have the logits' leading shape {tuple(student_logits.shape[:-1])}, "
-                             f"got {tuple(labels.shape)}")
-        logits = student_logits.float() if student_logits.dtype in (torch.float16, torch.bfloat16) else student_logits
-        hard = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                               reduction="none").reshape(labels.shape)
-        ignored = labels == -100
-        if ignored.any():
-            mask = ~ignored if mask is None else mask & ~ignored
-        per_position = per_position + (1 - alpha) * hard
-    return _reduce(per_position, reduction, mask)
+    soft_term = temperature ** 2 * soft_fn(student_logits, teacher_logits, temperature=temperature, reduction="none")
+    if alpha == 1:
+        return _reduce(soft_term, reduction, mask)
+    if labels is None:
+        raise ValueError(f"labels are required when alpha < 1 (alpha={alpha}); pass alpha=1.0 for "
+                         "pure distillation on unlabeled data")
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point():
+        raise ValueError("labels must be an integer tensor of class indices")
+    if tuple(labels.shape) != tuple(student_logits.shape[:-1]):
+        raise ValueError(f"labels must have the logits' leading shape {tuple(student_logits.shape[:-1])}, "
+                         f"got {tuple(labels.shape)}")
+    logits = student_logits.float() if student_logits.dtype in (torch.float16, torch.bfloat16) else student_logits
+    hard_term = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                reduction="none").reshape(labels.shape)
+    labeled = labels != -100
+    if mask is not None:
+        labeled = labeled & mask
+    if reduction == "none":
+        return alpha * _reduce(soft_term, "none", mask) + (1 - alpha) * hard_term.masked_fill(~labeled, 0.0)
+    # each term is reduced over its own positions: the soft term over every (unmasked) position,
+    # the hard term over the labeled ones only, as F.cross_entropy(ignore_index=-100) does
+    return alpha * _reduce(soft_term, reduction, mask) + (1 - alpha) * _reduce(hard_term, reduction, labeled)
 
 
 def generalized_jsd(student_logits, teacher_logits, *, beta=0.5, temperature=1.0, reduction="batchmean", mask=None):

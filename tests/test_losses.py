@@ -137,6 +137,10 @@ def test_distillation_ignores_label_minus_100(logits):
     y_ign = y.clone(); y_ign[:4] = -100
     got = L.distillation_loss(s, t, y_ign, alpha=0.0, reduction="sum")
     assert torch.allclose(got, F.cross_entropy(s[4:], y[4:], reduction="sum"))
+    # unlabeled rows still get the soft term; the hard term averages over labeled rows only
+    mixed = L.distillation_loss(s, t, y_ign, alpha=0.5, temperature=2.0)
+    expected = 0.5 * 4.0 * L.kl_divergence(s, t, temperature=2.0) + 0.5 * F.cross_entropy(s, y_ign)
+    assert torch.allclose(mixed, expected)
 
 
 @pytest.mark.parametrize("beta", [0.1, 0.5, 0.9])
