@@ -12,7 +12,7 @@ since nothing here is augmented, its logits are computed once, up front, for the
 Unlabeled transfer data (``transfer_x``) is appended to the training set with the label -100, so
 it contributes the soft term only (and requires a teacher).
 
-The learning rate decays from ``lr`` to 0 on a cosine (``schedule="cosine"``, the default).
+The learning rate is constant (the default, as in the MNIST-1D paper) or decays to 0 on a cosine (``schedule="cosine"``).
 
 Returns the per-epoch history as a ``pandas.DataFrame``: epoch, train loss, and the accuracy on
 each of ``eval_sets``.
