@@ -35,17 +35,20 @@ class MLP(nn.Module):
 
 
 class MNIST1DCNN(nn.Module):
-    """The MNIST-1D paper's CNN: (B, 40) -> Conv1d(1,25,5,s2,p1) -> Conv1d(25,25,3,s2,p1) x2 -> Linear(125, 10)."""
+    """The MNIST-1D paper's CNN: (B, 40) -> Conv1d(1,25,5,s2,p1) -> Conv1d(25,25,3,s2,p1) x2 -> Linear(125, 10).
 
-    def __init__(self, num_classes: int = 10, channels: int = 25, length: int = 40):
+    ``in_channels > 1`` takes ``(B, in_channels, 40)`` inputs (several sensors side by side).
+    """
+
+    def __init__(self, num_classes: int = 10, channels: int = 25, length: int = 40, in_channels: int = 1):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv1d(1, channels, 5, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(in_channels, channels, 5, stride=2, padding=1), nn.ReLU(),
             nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
         )
         with torch.no_grad():
-            out = self.conv(torch.zeros(1, 1, length)).numel()
+            out = self.conv(torch.zeros(1, in_channels, length)).numel()
         self.head = nn.Linear(out, num_classes)
 
     def forward(self, x):

@@ -15,11 +15,13 @@ it contributes the soft term only (and requires a teacher).
 The learning rate is constant (the default, as in the MNIST-1D paper) or decays to 0 on a cosine (``schedule="cosine"``).
 
 Returns the per-epoch history as a ``pandas.DataFrame``: epoch, train loss, and the accuracy on
-each of ``eval_sets``.
+each of ``eval_sets``; ``history.attrs["student_inputs"]`` keeps the first batch the model was
+actually fed, to compare with deployment inputs (``kdutils.diagnose``).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import pandas as pd
@@ -31,6 +33,12 @@ from . import runtime
 from .data import batches
 from .losses import distillation_loss
 from .metrics import accuracy
+
+
+@dataclass(eq=False)   # compared by identity, so pandas can carry it in DataFrame.attrs
+class InputSample:
+    """A batch of inputs exactly as the training loop fed them to the model."""
+    inputs: torch.Tensor
 
 
 @torch.inference_mode()
@@ -88,13 +96,16 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
     sched = torch.optim.lr_scheduler.LambdaLR(  # cosine decay from lr to 0 over the whole run
         opt, (lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))) if schedule == "cosine" else (lambda step: 1.0))
     eval_sets = eval_sets or {}
-    rows = []
+    rows, fed = [], None
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         model.train()
         total, steps = torch.zeros((), device=inputs.device), 0
         for idx in batches(len(inputs), batch_size, generator=gen, device=inputs.device):
-            logits = model(inputs[idx])
+            batch = inputs[idx]
+            if fed is None:
+                fed = batch.detach().cpu().clone()     # exactly what the model was fed, for diagnosis
+            logits = model(batch)
             if targets is None:
                 loss = nn.functional.cross_entropy(logits, labels[idx])
             else:
@@ -111,4 +122,6 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
         rows.append(row)
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
     model.eval()
-    return pd.DataFrame(rows)
+    history = pd.DataFrame(rows)
+    history.attrs["student_inputs"] = InputSample(fed)   # the first batch the student saw (kdutils.diagnose)
+    return history

@@ -1,0 +1,107 @@
+import pandas as pd
+import pytest
+import torch
+
+from kdutils import diagnose, losses, metrics, models, runtime, train
+
+
+def toy(n=400, d=10, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(classes, d, generator=g) * 2
+    y = torch.randint(0, classes, (n,), generator=g)
+    return centers[y] + torch.randn(n, d, generator=g) * 0.5, y
+
+
+def test_model_shapes_and_parameter_counts():
+    assert models.MNIST1DCNN()(torch.randn(5, 40)).shape == (5, 10)
+    assert models.MNIST1DCNN(in_channels=2)(torch.randn(5, 2, 40)).shape == (5, 10)
+    assert models.MLP()(torch.randn(5, 40)).shape == (5, 10)
+    assert models.DigitsCNN()(torch.randn(5, 1, 8, 8)).shape == (5, 10)
+    assert models.digits_mlp()(torch.randn(5, 1, 8, 8)).shape == (5, 10)
+    # the MNIST-1D paper's baselines: 40*100+100 + 100*100+100 + 100*10+10 for the MLP
+    assert models.num_parameters(models.MLP()) == 15210
+    assert models.num_parameters(models.MNIST1DCNN()) == (25 * 5 + 25) + 2 * (25 * 25 * 3 + 25) + (125 * 10 + 10)
+    assert models.num_parameters(models.MLP(depth=0)) == 410
+
+
+def test_fit_supervised_learns_and_is_deterministic():
+    x, y = toy()
+    runs = []
+    for _ in range(2):
+        runtime.seed_everything(0)
+        m = models.MLP(10, 3, hidden=16)
+        h = train.fit(m, x, y, epochs=5, eval_sets={"train": (x, y)}, seed=3, progress=False)
+        runs.append((h, [p.detach().clone() for p in m.parameters()]))
+    (h, w), (h2, w2) = runs
+    assert isinstance(h, pd.DataFrame) and list(h.columns) == ["epoch", "train_loss", "train_acc"]
+    assert h.train_acc.iloc[-1] > 0.95 and h.train_loss.iloc[-1] < h.train_loss.iloc[0]
+    assert all(torch.equal(a, b) for a, b in zip(w, w2)), "same seed, same weights"
+    assert h.attrs["student_inputs"].inputs.shape == (100, 10)
+    assert pd.concat([h, h2]).shape == (10, 3)  # the recorded sample does not break pandas
+
+
+def test_fit_distillation_matches_teacher_and_uses_teacher_inputs():
+    x, y = toy()
+    runtime.seed_everything(0)
+    teacher = models.MLP(10, 3, hidden=32)
+    train.fit(teacher, x, y, epochs=10, progress=False)
+    student = models.MLP(10, 3, hidden=8)
+    train.fit(student, x, None, teacher=teacher, temperature=2.0, epochs=20, progress=False)
+    zt, zs = train.predict(teacher, x), train.predict(student, x)
+    assert metrics.top1_agreement(zs, zt) > 0.95
+    assert teacher.training is False  # the teacher is left in eval mode, its weights untouched
+    # the teacher can read different inputs from the student (x vs x'): here a permuted copy
+    perm = x[:, torch.randperm(10)]
+    s2 = models.MLP(10, 3, hidden=8)
+    h = train.fit(s2, perm, None, teacher=teacher, teacher_x=x, epochs=20, progress=False)
+    fed = h.attrs["student_inputs"].inputs
+    assert any(torch.equal(row, p) for row in fed[:1] for p in perm), "the student was fed x', not x"
+    assert metrics.top1_agreement(train.predict(s2, perm), zt) > 0.9
+
+
+def test_fit_transfer_set_and_custom_loss():
+    x, y = toy()
+    xt, _ = toy(n=600, seed=1)
+    runtime.seed_everything(0)
+    teacher = models.MLP(10, 3, hidden=32)
+    train.fit(teacher, x, y, epochs=10, progress=False)
+    seen = []
+
+    def loss_fn(s, t, labels):
+        seen.append((labels == -100).sum().item())
+        return losses.kl_divergence(s, t, direction="reverse")
+
+    student = models.MLP(10, 3, hidden=8)
+    train.fit(student, x[:50], y[:50], teacher=teacher, transfer_x=xt, loss_fn=loss_fn, epochs=2, progress=False)
+    assert sum(seen) == 2 * 600, "every transfer row is unlabeled (-100), every epoch"
+
+
+def test_fit_rejects_bad_configuration():
+    x, y = toy()
+    m = models.MLP(10, 3)
+    with pytest.raises(ValueError, match="labels"):
+        train.fit(m, x, None, progress=False)
+    with pytest.raises(ValueError, match="rows"):
+        train.fit(m, x, y[:10], progress=False)
+    with pytest.raises(ValueError, match="teacher"):
+        train.fit(m, x, y, transfer_x=x, progress=False)
+    with pytest.raises(ValueError, match="teacher_x"):
+        train.fit(m, x, y, teacher=m, teacher_x=x[:5], progress=False)
+    with pytest.raises(ValueError, match="schedule"):
+        train.fit(m, x, y, schedule="step", progress=False)
+
+
+def test_diagnose_flags_a_different_input_distribution():
+    g = torch.Generator().manual_seed(0)
+    deploy = torch.stack([torch.randn(200, 40, generator=g), torch.zeros(200, 40)], 1)  # second sensor absent
+    same = torch.stack([torch.randn(200, 40, generator=g), torch.zeros(200, 40)], 1)
+    wrong = torch.stack([torch.randn(200, 40, generator=g), torch.randn(200, 40, generator=g)], 1)
+    good = diagnose.check_student_inputs(same, deploy)
+    bad = diagnose.check_student_inputs(wrong, deploy)
+    assert good["ok"] and good["two_sample_auc"] < 0.7
+    assert not bad["ok"] and bad["two_sample_auc"] > 0.9
+    assert {"statistic": "std", "channel": 1} in bad["flagged"]
+    with pytest.raises(ValueError, match="unlike the deployment"):
+        diagnose.check_student_inputs(wrong, deploy, raise_on_mismatch=True)
+    with pytest.raises(ValueError, match="different shapes"):
+        diagnose.compare_inputs(wrong, deploy[:, :1])
