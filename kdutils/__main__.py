@@ -3,6 +3,8 @@
     run      execute the notebooks in order, write build/, print a table   (make run)
     colab    point every notebook's Colab badge and set-up cell at a repository
     info     print the profile, seed and device this machine would use
+    assign   build student and autograder versions of the assignments into dist/  (make assignments)
+    grade    grade a folder of submissions into grades.csv                         (make grade)
 """
 from __future__ import annotations
 
@@ -46,6 +48,25 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_assign(args) -> int:
+    from .grading import assign_all
+
+    table = assign_all(args.names or None, dist=Path(args.dist))
+    print(table.to_string(index=False))
+    return 0
+
+
+def _cmd_grade(args) -> int:
+    from .grading import grade_folder
+
+    table = grade_folder(args.assignment, Path(args.submissions), dist=Path(args.dist),
+                         out=Path(args.out) if args.out else None, timeout=args.timeout)
+    print(table.to_string(index=False))
+    out = Path(args.out) if args.out else runtime.repo_root() / "grades" / args.assignment
+    print(f"\nwrote {out / 'grades.csv'}, {out / 'grades.png'} and {out / 'feedback'}/")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdutils", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,9 +89,26 @@ def main(argv=None) -> int:
     p = sub.add_parser("info", help="print profile, seed and device")
     p.set_defaults(func=_cmd_info)
 
+    p = sub.add_parser("assign", help="otter assign every assignment into dist/, checking the solutions")
+    p.add_argument("names", nargs="*", help="assignments to build (default: all)")
+    p.add_argument("--dist", default=str(runtime.repo_root() / "dist"))
+    p.set_defaults(func=_cmd_assign)
+
+    p = sub.add_parser("grade", help="grade a folder of submissions (otter run, unsandboxed)")
+    p.add_argument("--assignment", required=True)
+    p.add_argument("--submissions", required=True, help="folder of .ipynb (or .zip) submissions")
+    p.add_argument("--dist", default=str(runtime.repo_root() / "dist"))
+    p.add_argument("--out", default=None, help="output folder (default: grades/<assignment>)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per submission")
+    p.set_defaults(func=_cmd_grade)
+
     args = parser.parse_args(argv)
+    from .grading import GradingError
     try:
         return args.func(args)
+    except GradingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

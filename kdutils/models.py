@@ -79,3 +79,67 @@ class DigitsCNN(nn.Module):
 def digits_mlp(num_classes: int = 10, hidden: int = 32) -> MLP:
     """A small student for the 8x8 digits: 64 -> hidden -> num_classes."""
     return MLP(64, num_classes, hidden=hidden, depth=1)
+
+
+# ----------------------------------------------------------------------------- a small GPT
+# A causal transformer in the style of karpathy/nanoGPT, for notebook 05 (context distillation).
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_head: int):
+        super().__init__()
+        if d_model % n_head:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_head ({n_head})")
+        self.n_head = n_head
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x):
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)
+        q, k, v = (t.view(B, L, self.n_head, D // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, n_head: int):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_head)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """Token ids (B, L) -> next-token logits (B, L, vocab). Pre-LayerNorm blocks, learned positions."""
+
+    def __init__(self, vocab_size: int, block_size: int, *, n_layer: int = 2, n_head: int = 4, d_model: int = 64):
+        super().__init__()
+        self.block_size = block_size
+        self.tok = nn.Embedding(vocab_size, d_model)
+        self.pos = nn.Embedding(block_size, d_model)
+        self.blocks = nn.ModuleList([Block(d_model, n_head) for _ in range(n_layer)])
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+
+    def forward(self, idx):
+        if idx.shape[1] > self.block_size:
+            raise ValueError(f"sequence length {idx.shape[1]} exceeds block_size {self.block_size}")
+        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+    @torch.no_grad()   # not inference_mode: the generated tokens may be fed to a model in training
+    def generate(self, idx, n_new: int):
+        """Greedy decoding: append ``n_new`` arg-max tokens to every row of ``idx``."""
+        was_training = self.training
+        self.eval()
+        for _ in range(n_new):
+            nxt = self(idx)[:, -1].argmax(-1, keepdim=True)
+            idx = torch.cat([idx, nxt], dim=1)
+        self.train(was_training)
+        return idx

@@ -1,0 +1,77 @@
+"""A toy instruction language for context distillation (notebook 05).
+
+A prompt is one instruction token followed by a query of digits and a separator; the answer is the
+query transformed by the instruction:
+
+    [REV] 3 1 4 1 [=]  ->  1 4 1 3        [SORT] 3 1 4 1 [=]  ->  1 1 3 4
+    [INC] 3 1 4 1 [=]  ->  4 2 5 2        [COPY] 3 1 4 1 [=]  ->  3 1 4 1
+
+Every query has ``length`` digits, so a model must read the instruction to know what to answer.
+Context distillation fixes one instruction c and trains a student on the bare query x' = the
+sequence without its first token; ``student position i`` then lines up with ``teacher position i + 1``.
+"""
+from __future__ import annotations
+
+import torch
+
+DIGITS = [str(d) for d in range(10)]
+INSTRUCTIONS = ["REV", "SORT", "INC", "COPY"]
+SEP = "="
+VOCAB = DIGITS + INSTRUCTIONS + [SEP]
+TOKEN = {t: i for i, t in enumerate(VOCAB)}
+
+
+def apply(instruction: str, query: torch.Tensor) -> torch.Tensor:
+    """The answer digits for a batch of queries (B, n) of digit ids."""
+    if instruction == "REV":
+        return query.flip(1)
+    if instruction == "SORT":
+        return query.sort(1).values
+    if instruction == "INC":
+        return (query + 1) % 10
+    if instruction == "COPY":
+        return query.clone()
+    raise ValueError(f"unknown instruction {instruction!r}; known: {INSTRUCTIONS}")
+
+
+def queries(n: int, length: int, *, generator: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, 10, (n, length), generator=generator)
+
+
+def prompt(instruction: str | None, query: torch.Tensor, answer: torch.Tensor | None = None) -> torch.Tensor:
+    """Token ids: [instruction] query [=] [answer]; ``instruction=None`` gives the bare query x'."""
+    parts = []
+    if instruction is not None:
+        parts.append(torch.full((len(query), 1), TOKEN[instruction]))
+    parts += [query, torch.full((len(query), 1), TOKEN[SEP])]
+    if answer is not None:
+        parts.append(answer)
+    return torch.cat(parts, dim=1)
+
+
+def mixed_batch(n: int, length: int, *, generator: torch.Generator):
+    """Teacher training data: random instructions; returns (tokens, answer_mask) for next-token CE.
+
+    ``answer_mask[b, i]`` is True where position i predicts an answer token.
+    """
+    q = queries(n, length, generator=generator)
+    which = torch.randint(0, len(INSTRUCTIONS), (n,), generator=generator)
+    tokens = torch.zeros((n, 2 * length + 2), dtype=torch.long)
+    for k, name in enumerate(INSTRUCTIONS):
+        rows = which == k
+        tokens[rows] = prompt(name, q[rows], apply(name, q[rows]))
+    return tokens, answer_mask(tokens.shape, prefix=1, length=length)
+
+
+def answer_mask(shape, *, prefix: int, length: int) -> torch.Tensor:
+    """True at the positions whose next token is an answer digit (``prefix`` = 1 with an instruction, 0 without)."""
+    mask = torch.zeros(shape, dtype=torch.bool)
+    start = prefix + length                      # the separator's position predicts the first answer digit
+    mask[:, start:start + length] = True
+    return mask
+
+
+def exact_and_token_accuracy(predicted: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
+    """Fraction of answers entirely right, and of answer digits right."""
+    right = predicted == expected
+    return right.all(1).float().mean().item(), right.float().mean().item()
