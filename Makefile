@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: run test lab venv clean info
+.PHONY: run test lab venv clean info assignments grade
 
 venv: $(STAMP)
 
@@ -36,8 +36,18 @@ test: $(STAMP)
 lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks
 
+## make assignments: student + autograder versions of every assignment under dist/ (checks the solutions)
+assignments: $(STAMP)
+	$(PY) -m kdutils assign
+
+## make grade ASSIGNMENT=a1_kd_losses SUBMISSIONS=path/to/folder [TIMEOUT=120] [JOBS=1]
+grade: $(STAMP)
+	@test -n "$(ASSIGNMENT)" -a -n "$(SUBMISSIONS)" || { echo "usage: make grade ASSIGNMENT=<name> SUBMISSIONS=<folder>"; exit 2; }
+	@ls dist/$(ASSIGNMENT)/autograder/*.zip >/dev/null 2>&1 || $(PY) -m kdutils assign $(ASSIGNMENT)
+	$(PY) -m kdutils grade --assignment $(ASSIGNMENT) --submissions $(SUBMISSIONS) --timeout $(or $(TIMEOUT),120) --jobs $(or $(JOBS),1)
+
 info: $(STAMP)
 	$(PY) -m kdutils info
 
 clean:
-	rm -rf build dist
+	rm -rf build dist   # grades/ is never cleaned: it holds the instructor's grade tables

@@ -60,7 +60,7 @@ def _cmd_grade(args) -> int:
     from .grading import grade_folder
 
     table = grade_folder(args.assignment, Path(args.submissions), dist=Path(args.dist),
-                         out=Path(args.out) if args.out else None, timeout=args.timeout)
+                         out=Path(args.out) if args.out else None, timeout=args.timeout, jobs=args.jobs)
     print(table.to_string(index=False))
     out = Path(args.out) if args.out else runtime.repo_root() / "grades" / args.assignment
     print(f"\nwrote {out / 'grades.csv'}, {out / 'grades.png'} and {out / 'feedback'}/")
@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     p.add_argument("--dist", default=str(runtime.repo_root() / "dist"))
     p.add_argument("--out", default=None, help="output folder (default: grades/<assignment>)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per submission")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
     p.set_defaults(func=_cmd_grade)
 
     args = parser.parse_args(argv)

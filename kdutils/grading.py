@@ -156,10 +156,18 @@ def _atomic_write_text(path: Path, text: str):
 
 
 def grade_folder(assignment: str, submissions: Path, *, dist: Path | None = None, out: Path | None = None,
-                 timeout: float = 120.0, progress: bool = True) -> pd.DataFrame:
-    """Grade every submission in ``submissions``; see the module docstring for what is written."""
+                 timeout: float = 120.0, jobs: int = 1, progress: bool = True) -> pd.DataFrame:
+    """Grade every submission in ``submissions``; see the module docstring for what is written.
+
+    ``jobs > 1`` grades that many submissions at once (each in its own ``otter run`` process, each
+    with its own time limit); the default grades them one at a time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
+    if jobs < 1:
+        raise GradingError(f"jobs must be >= 1, got {jobs}")
     dist = Path(dist or runtime.repo_root() / "dist")
     submissions = Path(submissions)
     if not submissions.is_dir():
@@ -171,12 +179,13 @@ def grade_folder(assignment: str, submissions: Path, *, dist: Path | None = None
     qs = questions(zip_path)
     files = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
     rows = []
-    for path in tqdm(files, desc=f"grading {assignment}", disable=not progress):
-        row, feedback = grade_one(path, zip_path, qs, timeout=timeout)
-        row["total"] = sum(row[q] for q in qs)
-        row["possible"] = sum(qs.values())
-        rows.append(row)
-        _atomic_write_text(out / "feedback" / f"{path.stem}.txt", feedback)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        graded = pool.map(lambda p: (p, *grade_one(p, zip_path, qs, timeout=timeout)), files)
+        for path, row, feedback in tqdm(graded, total=len(files), desc=f"grading {assignment}", disable=not progress):
+            row["total"] = sum(row[q] for q in qs)
+            row["possible"] = sum(qs.values())
+            rows.append(row)
+            _atomic_write_text(out / "feedback" / f"{path.stem}.txt", feedback)
     table = pd.DataFrame(rows, columns=["submission", *qs, "total", "possible", "status"])
     csv = out / "grades.csv"
     if csv.exists():  # keep the previous table: a rerun never loses grades
@@ -206,12 +215,19 @@ def _plot(table: pd.DataFrame, qs: dict[str, float], path: Path, assignment: str
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
 
-def assign_all(names: list[str] | None = None, *, dist: Path | None = None, timeout: float = 300.0) -> pd.DataFrame:
-    """``otter assign`` every assignment into ``dist/`` and check each solution earns full marks."""
+def assign_all(names: list[str] | None = None, *, dist: Path | None = None, timeout: float = 300.0,
+               verify: bool = True, jobs: int = 1) -> pd.DataFrame:
+    """``otter assign`` every assignment into ``dist/`` and check each solution earns full marks.
+
+    ``otter assign`` itself fails when a test fails on the solution; ``verify`` also grades the
+    solution with the generated autograder zip, exactly as submissions will be graded.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     root = assignments_root()
     dist = Path(dist or runtime.repo_root() / "dist")
-    rows = []
-    for name in names or list_assignments(root):
+
+    def one(name):
         master = root / name / f"{name}.ipynb"
         if not master.exists():
             raise GradingError(f"no assignment {name!r} (expected {master})")
@@ -225,11 +241,15 @@ def assign_all(names: list[str] | None = None, *, dist: Path | None = None, time
             raise GradingError(f"otter assign failed for {name}:\n{out[-2000:]}")
         zip_path = find_autograder(name, dist)
         qs = questions(zip_path)
-        results = otter_run(zip_path, target / "autograder" / f"{name}.ipynb", timeout=timeout)
-        scores = {t["name"]: t["score"] for t in results["tests"] if "score" in t}
-        short = {q: (scores.get(q, 0.0), p) for q, p in qs.items() if scores.get(q, 0.0) < p}
-        if short:
-            raise GradingError(f"the solution of {name} does not pass its own tests: {short}\n{_feedback_text(results)}")
-        rows.append({"assignment": name, "questions": len(qs), "points": sum(qs.values()),
-                     "seconds": round(time.perf_counter() - start, 1), "student version": str(target / "student")})
+        if verify:
+            results = otter_run(zip_path, target / "autograder" / f"{name}.ipynb", timeout=timeout)
+            scores = {t["name"]: t["score"] for t in results["tests"] if "score" in t}
+            short = {q: (scores.get(q, 0.0), p) for q, p in qs.items() if scores.get(q, 0.0) < p}
+            if short:
+                raise GradingError(f"the solution of {name} does not pass its own tests: {short}\n{_feedback_text(results)}")
+        return {"assignment": name, "questions": len(qs), "points": sum(qs.values()),
+                "seconds": round(time.perf_counter() - start, 1), "student version": str(target / "student")}
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        rows = list(pool.map(one, names or list_assignments(root)))
     return pd.DataFrame(rows)

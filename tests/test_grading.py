@@ -14,12 +14,35 @@ from kdutils import grading
 ROOT = Path(__file__).resolve().parents[1]
 
 
+ASSIGNMENTS = grading.list_assignments()
+
+
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory):
+    """otter assign every assignment once (otter assign itself fails if a solution fails a test)."""
     d = tmp_path_factory.mktemp("dist")
-    table = grading.assign_all(["a1_kd_losses"], dist=d)   # fails unless the solution earns every point
-    assert table.points.iloc[0] == 10
+    table = grading.assign_all(dist=d, verify=False, jobs=2)
+    assert list(table.assignment) == ASSIGNMENTS
+    for name in ASSIGNMENTS:
+        assert (d / name / "student" / f"{name}.ipynb").exists()
+        student = (d / name / "student" / f"{name}.ipynb").read_text()
+        assert "# BEGIN SOLUTION" not in student and "Rubric (solution)" not in student, "solutions leak into the student version"
     return d
+
+
+def test_assignment_list():
+    assert ASSIGNMENTS == ["a1_kd_losses", "a2_wrong_dataset", "a3_distill_and_report"]
+
+
+@pytest.mark.parametrize("name", [a for a in ASSIGNMENTS if a != "a1_kd_losses"])
+def test_solution_full_marks_and_student_version_zero(dist, tmp_path, name):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    shutil.copy(dist / name / "autograder" / f"{name}.ipynb", subs / "solution.ipynb")
+    shutil.copy(dist / name / "student" / f"{name}.ipynb", subs / "student.ipynb")
+    table = grading.grade_folder(name, subs, dist=dist, out=tmp_path / "grades", timeout=150, jobs=2, progress=False).set_index("submission")
+    assert table.loc["solution.ipynb", "total"] == table.loc["solution.ipynb", "possible"] > 0, table.to_dict()
+    assert table.loc["student.ipynb", "total"] == 0, table.to_dict()
 
 
 def _variant(src_nb: Path, dst: Path, edits):
@@ -60,7 +83,7 @@ def test_grading_fixtures_and_broken_submissions(dist, tmp_path):
     nbformat.write(nb, subs / "grader_cells_deleted.ipynb")
 
     out = tmp_path / "grades"
-    table = grading.grade_folder("a1_kd_losses", subs, dist=dist, out=out, timeout=40, progress=False)
+    table = grading.grade_folder("a1_kd_losses", subs, dist=dist, out=out, timeout=40, jobs=2, progress=False)
     by = table.set_index("submission")
     qs = ["q1", "q2", "q3", "q4", "q5"]
     full = {"q1": 3, "q2": 2, "q3": 3, "q4": 1, "q5": 1}
