@@ -1,0 +1,140 @@
+"""notebook 06's machinery: the CIFAR-10 reader on fixture files, the device loader, checkpoints."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from kdutils import fullrun
+
+
+def make_cifar_fixture(root, n_per_batch=20, n_test=30, seed=0):
+    """Tiny files in torchvision's on-disk layout (root/cifar-10-batches-py/...); nothing downloaded."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    batches = {}
+    for name, n in [*[(f"data_batch_{i}", n_per_batch) for i in range(1, 6)], ("test_batch", n_test)]:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, n).tolist()
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"data": data, b"labels": labels, b"filenames": []}, f)
+        batches[name] = (data, labels)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [c.encode() for c in fullrun.CIFAR10_CLASSES]}, f)
+    return batches
+
+
+def test_read_cifar10_fixture(tmp_path):
+    batches = make_cifar_fixture(tmp_path)
+    x_tr, y_tr, x_te, y_te = fullrun.read_cifar10(tmp_path)
+    assert x_tr.shape == (100, 3, 32, 32) and x_tr.dtype == torch.uint8 and y_tr.dtype == torch.int64
+    assert x_te.shape == (30, 3, 32, 32) and len(y_te) == 30
+    # channel-first layout: the first 1024 bytes of a row are the red plane
+    data, labels = batches["data_batch_2"]
+    assert torch.equal(x_tr[20, 0].flatten(), torch.from_numpy(data[0, :1024]))
+    assert y_tr[20].item() == labels[0]
+
+
+def test_read_cifar10_missing_and_broken(tmp_path):
+    with pytest.raises(fullrun.DatasetUnavailable, match="no CIFAR-10"):
+        fullrun.read_cifar10(tmp_path)
+    make_cifar_fixture(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(fullrun.DatasetUnavailable, match="data_batch_3"):
+        fullrun.load_cifar10(tmp_path, download=False)
+
+
+def test_device_loader_normalises_augments_and_covers(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (50, 3, 32, 32), generator=g, dtype=torch.uint8)
+    labels = torch.arange(50) % 10
+    plain = fullrun.DeviceLoader(images, labels, batch_size=16, device="cpu", augment=False, shuffle=True, seed=1)
+    seen = torch.cat([idx for _, _, idx in plain])
+    assert sorted(seen.tolist()) == list(range(50)) and len(plain) == 4
+    x, y, idx = next(iter(plain))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y, labels[idx])
+    allx = torch.cat([x for x, _, _ in plain])
+    assert abs(allx.mean().item()) < 0.05 and abs(allx.std().item() - 1) < 0.05
+    # augmentation: every output is a (padded) shift of its image, possibly flipped
+    aug = fullrun.DeviceLoader(images, labels, batch_size=50, device="cpu", augment=True, shuffle=False, seed=2)
+    xa, _, _ = next(iter(aug))
+    xn = aug.normalise(images)
+    padded = torch.nn.functional.pad(xn, (4, 4, 4, 4))
+    for b in range(50):
+        found = any(torch.equal(xa[b], padded[b, :, dy:dy + 32, dx:dx + 32]) or
+                    torch.equal(xa[b], padded[b, :, dy:dy + 32, dx:dx + 32].flip(2))
+                    for dy in range(9) for dx in range(9))
+        assert found, f"image {b} is not a crop/flip of the original"
+    assert not torch.equal(xa, xn), "augmentation changed something"
+    with pytest.raises(ValueError, match="uint8"):
+        fullrun.DeviceLoader(images.float(), labels, batch_size=8, device="cpu", augment=False, shuffle=False)
+
+
+def test_student_about_ten_times_smaller():
+    cfg = fullrun.RunConfig()
+    count = lambda w: sum(p.numel() for p in fullrun.ConvNet(w).parameters())
+    assert count(cfg.teacher_widths) >= 10 * count(cfg.student_widths)
+    assert fullrun.ConvNet((8, 8, 16))(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def _tiny(tmp_path, epochs=2):
+    cfg = fullrun.RunConfig.for_scale("smoke", "digits32", teacher_epochs=epochs, n_train=128, batch_size=32)
+    x_tr, y_tr, x_te, y_te = fullrun.load_digits32()
+    mk = lambda: fullrun.DeviceLoader(x_tr[:128], y_tr[:128], batch_size=32, device="cpu", augment=True, shuffle=True,
+                                      seed=0, drop_last=True)
+    test = fullrun.DeviceLoader(x_te[:64], y_te[:64], batch_size=64, device="cpu", augment=False, shuffle=False)
+    return cfg, mk, test
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    cfg, mk, test = _tiny(tmp_path)
+    torch.manual_seed(0)
+    full_model, full_hist, _ = fullrun.train_model("teacher", fullrun.ConvNet(cfg.teacher_widths), mk(), test, cfg,
+                                                   checkpoint_dir=tmp_path / "a", progress=False)
+    # the same run, killed while saving epoch 2: the epoch-1 checkpoint must survive intact
+    real_save, calls = fullrun.torch.save, []
+
+    def dying_save(obj, f):
+        calls.append(f)
+        if len(calls) == 2:
+            with open(f, "wb") as fh:
+                fh.write(b"half a checkpoint")
+            raise KeyboardInterrupt
+        return real_save(obj, f)
+
+    monkeypatch.setattr(fullrun.torch, "save", dying_save)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        fullrun.train_model("teacher", fullrun.ConvNet(cfg.teacher_widths), mk(), test, cfg,
+                            checkpoint_dir=tmp_path / "b", progress=False)
+    monkeypatch.setattr(fullrun.torch, "save", real_save)
+    state = torch.load(tmp_path / "b" / "teacher.pt", weights_only=False)
+    assert state["epoch"] == 1
+    torch.manual_seed(123)  # a different fresh init: the checkpoint must win
+    resumed, hist, info = fullrun.train_model("teacher", fullrun.ConvNet(cfg.teacher_widths), mk(), test, cfg,
+                                              checkpoint_dir=tmp_path / "b", progress=False)
+    assert info["resumed_from_epoch"] == 1 and len(hist) == 2
+    for (k, a), b in zip(full_model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), f"{k} differs after resume"
+    # a finished model is reused, not retrained
+    again, _, info = fullrun.train_model("teacher", fullrun.ConvNet(cfg.teacher_widths), mk(), test, cfg,
+                                         checkpoint_dir=tmp_path / "b", progress=False)
+    assert info["resumed_from_epoch"] == 2
+
+
+def test_corrupt_or_mismatched_checkpoint_is_an_error_and_left_alone(tmp_path):
+    cfg, mk, test = _tiny(tmp_path, epochs=1)
+    ckpt = tmp_path / "teacher.pt"
+    ckpt.write_bytes(b"\x00garbage")
+    with pytest.raises(fullrun.CheckpointError, match="corrupt"):
+        fullrun.train_model("teacher", fullrun.ConvNet(cfg.teacher_widths), mk(), test, cfg, checkpoint_dir=tmp_path, progress=False)
+    assert ckpt.read_bytes() == b"\x00garbage"
+    ckpt.unlink()
+    fullrun.train_model("teacher", fullrun.ConvNet(cfg.teacher_widths), mk(), test, cfg, checkpoint_dir=tmp_path, progress=False)
+    before = ckpt.read_bytes()
+    other = fullrun.RunConfig.for_scale("smoke", "digits32", teacher_epochs=1, n_train=128, batch_size=32, lr=0.05)
+    with pytest.raises(fullrun.CheckpointError, match="lr"):
+        fullrun.train_model("teacher", fullrun.ConvNet(other.teacher_widths), mk(), test, other, checkpoint_dir=tmp_path, progress=False)
+    assert ckpt.read_bytes() == before
