@@ -24,11 +24,29 @@ Bad input raises ``ValueError`` naming the problem, never a silent wrong number.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 
 REDUCTIONS = ("batchmean", "sum", "none")
+_CHECK_VALUES = True
+
+
+@contextmanager
+def skip_value_checks():
+    """Skip the NaN/inf check inside hot training loops.
+
+    Checking that logits are finite reads a value back from the device: one synchronisation per
+    call on a GPU. Shape, dtype and option checks stay on. Use it where the inputs are already
+    trusted, e.g. ``kdutils.fullrun``'s training step.
+    """
+    global _CHECK_VALUES
+    previous, _CHECK_VALUES = _CHECK_VALUES, False
+    try:
+        yield
+    finally:
+        _CHECK_VALUES = previous
 
 
 # --------------------------------------------------------------------------- input checks
@@ -41,7 +59,7 @@ def _check_logits(name: str, logits) -> torch.Tensor:
                          "(pass raw model outputs, not class indices)")
     if logits.dim() < 1 or logits.shape[-1] < 1:
         raise ValueError(f"{name} must have a class dimension last, shape (..., C); got {tuple(logits.shape)}")
-    if not torch.isfinite(logits).all():
+    if _CHECK_VALUES and not torch.isfinite(logits).all():
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
     return logits
 

@@ -248,3 +248,14 @@ def test_bad_input_raises_naming_the_problem(logits, call, words):
     s, t = logits
     with pytest.raises(ValueError, match=words):
         call(s, t)
+
+
+def test_skip_value_checks_is_scoped(logits):
+    s, t = logits
+    bad = s.clone(); bad[0, 0] = float("nan")
+    with L.skip_value_checks():
+        assert torch.isnan(L.kl_divergence(bad, t))          # no device read: NaN flows through
+        with pytest.raises(ValueError, match="same shape"):
+            L.kl_divergence(s, t[:, :3])                     # shape checks stay on
+    with pytest.raises(ValueError, match="non-finite"):
+        L.kl_divergence(bad, t)                              # and the value check is back afterwards
