@@ -105,3 +105,23 @@ def test_diagnose_flags_a_different_input_distribution():
         diagnose.check_student_inputs(wrong, deploy, raise_on_mismatch=True)
     with pytest.raises(ValueError, match="different shapes"):
         diagnose.compare_inputs(wrong, deploy[:, :1])
+
+
+def test_tasks_variable_length_batches_are_padded_and_masked():
+    from kdutils import tasks
+    g = torch.Generator().manual_seed(0)
+    tokens, mask = tasks.mixed_batch(64, (2, 5), generator=g)
+    assert tokens.shape == mask.shape == (64, 12)
+    pad, sep = tasks.TOKEN[tasks.PAD], tasks.TOKEN[tasks.SEP]
+    for row, m in zip(tokens, mask):
+        L = int((row == sep).nonzero()[0]) - 1                     # instruction, L digits, '='
+        assert 2 <= L <= 5 and m.sum() == L
+        assert (row[2 * L + 2:] == pad).all() and not (row[:2 * L + 2] == pad).any()
+        assert m.nonzero().flatten().tolist() == list(range(L + 1, 2 * L + 1))   # never a pad position
+        instr = tasks.INSTRUCTIONS[int(row[0]) - 10]
+        q = row[1:L + 1][None]
+        assert torch.equal(row[L + 2:2 * L + 2], tasks.apply(instr, q)[0]), "the answer follows the instruction"
+    gpt = models.GPT(len(tasks.VOCAB), 12, n_layer=1, d_model=16)
+    assert gpt(tokens).shape == (64, 12, len(tasks.VOCAB))
+    with pytest.raises(ValueError, match="block_size"):
+        gpt(torch.zeros(1, 13, dtype=torch.long))
