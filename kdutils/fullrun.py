@@ -122,9 +122,12 @@ class DeviceLoader:
         self.device = torch.device(device)
         self.images = images.to(self.device)                       # read once, kept as uint8
         self.labels = labels.to(self.device)
-        x = self.images.float() / 255
-        self.mean = (x.mean((0, 2, 3)) if mean is None else torch.as_tensor(mean, device=self.device)).view(1, -1, 1, 1)
-        self.std = (x.std((0, 2, 3)) if std is None else torch.as_tensor(std, device=self.device)).view(1, -1, 1, 1)
+        if mean is None or std is None:   # per-channel statistics, one channel at a time (no float copy of it all)
+            stats = [torch.std_mean(self.images[:, c].float() / 255) for c in range(self.images.shape[1])]
+            std = torch.stack([sd for sd, _ in stats]) if std is None else std
+            mean = torch.stack([m for _, m in stats]) if mean is None else mean
+        self.mean = torch.as_tensor(mean, device=self.device, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.as_tensor(std, device=self.device, dtype=torch.float32).view(1, -1, 1, 1)
         self.batch_size, self.augment, self.shuffle, self.drop_last = batch_size, augment, shuffle, drop_last
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 

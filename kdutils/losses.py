@@ -178,8 +178,10 @@ def distillation_loss(student_logits, teacher_logits, labels=None, *, temperatur
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     mask = _check_mask(mask, student_logits.shape[:-1])
-    soft_fn = kl_divergence if soft == "kl" else soft_cross_entropy
-    soft_term = temperature ** 2 * soft_fn(student_logits, teacher_logits, temperature=temperature, reduction="none")
+    log_s = _log_probs(student_logits, temperature)
+    log_t = _log_probs(teacher_logits, temperature)
+    soft = _kl_from_log_probs(log_t, log_s) if soft == "kl" else -(log_t.exp() * log_s).sum(-1)
+    soft_term = temperature ** 2 * soft
     if alpha == 1:
         return _reduce(soft_term, reduction, mask)
     if labels is None:
@@ -218,15 +220,14 @@ def generalized_jsd(student_logits, teacher_logits, *, beta=0.5, temperature=1.0
     _check_pair(student_logits, teacher_logits)
     _check_temperature(temperature)
     _check_unit("beta", beta)
-    if beta == 0:
-        return kl_divergence(student_logits, teacher_logits, temperature=temperature,
-                             direction="forward", reduction=reduction, mask=mask)
-    if beta == 1:
-        return kl_divergence(student_logits, teacher_logits, temperature=temperature,
-                             direction="reverse", reduction=reduction, mask=mask)
     mask = _check_mask(mask, student_logits.shape[:-1])
     log_s = _log_probs(student_logits, temperature)
     log_t = _log_probs(teacher_logits, temperature)
-    log_m = torch.logsumexp(torch.stack([log_t + math.log(beta), log_s + math.log(1 - beta)]), dim=0)
-    per_position = beta * _kl_from_log_probs(log_t, log_m) + (1 - beta) * _kl_from_log_probs(log_s, log_m)
+    if beta == 0:
+        per_position = _kl_from_log_probs(log_t, log_s)          # forward KL
+    elif beta == 1:
+        per_position = _kl_from_log_probs(log_s, log_t)          # reverse KL
+    else:
+        log_m = torch.logsumexp(torch.stack([log_t + math.log(beta), log_s + math.log(1 - beta)]), dim=0)
+        per_position = beta * _kl_from_log_probs(log_t, log_m) + (1 - beta) * _kl_from_log_probs(log_s, log_m)
     return _reduce(per_position, reduction, mask)
