@@ -8,6 +8,8 @@ PY     := $(VENV)/bin/python
 # (e.g. TORCH="torch torchvision") to take your platform's build.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
+# wheels of what Colab lacks, for the Colab simulation in make test (fetched here, where the network is)
+WHEELHOUSE := $(VENV)/wheelhouse
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -19,8 +21,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH) 2>&1 | grep -v "is ignored" || true
 	$(PY) -c "import torch, torchvision"
-	$(PY) -m pip install -q -e '.[dev]' 2>&1 | grep -v -e "is ignored" -e "BuildBackendWarning" || true
-	$(PY) -c "import kdutils, nbval, otter, mnist1d"
+	$(PY) -m pip install -q -e '.[course,grading,dev]' 2>&1 | grep -v -e "is ignored" -e "BuildBackendWarning" || true
+	$(PY) -c "import kdutils, nbval, otter, mnist1d, setuptools"
+	$(PY) -c "from kdutils.course import colabsim; colabsim.prepare_wheelhouse('$(abspath $(WHEELHOUSE))')"
 	@touch $(STAMP)
 
 ## make run: execute every notebook in order on the embedded data; executed copies and HTML in build/
@@ -29,7 +32,8 @@ run: $(STAMP)
 
 ## make test: unit tests, and every notebook executed by nbval at the small "smoke" scale
 test: $(STAMP)
-	KD_PROFILE=smoke KD_RESULTS_DIR=$(CURDIR)/build/test-results MPLBACKEND=Agg \
+	KD_PROFILE=smoke KD_RESULTS_DIR=$(CURDIR)/build/test-results KD_CACHE_DIR=$(CURDIR)/build/test-cache \
+	  KD_WHEELHOUSE=$(abspath $(WHEELHOUSE)) MPLBACKEND=Agg \
 	  $(PY) -m pytest -q tests --nbval-lax notebooks/[0-9][0-9]_*.ipynb
 
 ## make lab: open JupyterLab in the course's environment

@@ -17,7 +17,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from kdutils.nbrun import run_notebooks  # noqa: E402
+from kdutils.course.nbrun import run_notebooks  # noqa: E402
 
 
 def scalars(d, prefix=""):

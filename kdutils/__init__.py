@@ -9,7 +9,9 @@ Modules, each one concept:
 * ``train``    -- one training loop for supervised training and distillation
 * ``metrics``  -- accuracy, fidelity (agreement, predictive KL), calibration
 * ``report``   -- save a notebook's figures as JSON
-* ``colab``    -- point the notebooks' Colab badges and set-up cells at a repository
+
+The course tooling (running the notebooks, Colab set-up cells, grading) lives apart, in
+``kdutils.course``; nothing here imports it.
 """
 from . import data, losses, metrics, report, runtime  # noqa: F401
 

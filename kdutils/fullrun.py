@@ -8,7 +8,7 @@ In the style of KellerJordan/cifar10-airbench:
 * the whole dataset lives on the device as uint8, read once; normalisation and augmentation
   (random crop with 4-pixel padding, horizontal flip) happen on the device, per batch, with no
   DataLoader and no Python work per image;
-* convolutions run in ``channels_last`` under mixed precision (bf16 where supported, else fp16
+* convolutions run in ``channels_last`` under mixed precision (bf16 from compute capability 8.0, else fp16
   with a gradient scaler; fp32 on the CPU);
 * the teacher runs under ``torch.inference_mode`` on the *same augmented batch* as the student
   (or, with augmentation off, its logits are computed once for the whole training set).
@@ -262,13 +262,26 @@ def load_checkpoint(path: Path, expected_config: dict) -> dict | None:
 
 # ----------------------------------------------------------------------------- training
 
+def precision_name(device: torch.device) -> str:
+    """``bf16`` on GPUs of compute capability >= 8.0 (Ampere on), ``fp16`` below, ``fp32`` off CUDA.
+
+    Recent PyTorch reports bf16 as supported on older GPUs too (Colab's free T4 is 7.5), where it
+    is emulated and cuDNN has no fast bf16 convolutions: there fp16 with a gradient scaler is right.
+    """
+    if device.type != "cuda":
+        return "fp32"
+    major, _ = torch.cuda.get_device_capability(device)
+    return "bf16" if major >= 8 and torch.cuda.is_bf16_supported() else "fp16"
+
+
 def precision(device: torch.device):
-    """(autocast context, grad scaler or None, name): bf16 where supported, else fp16 + scaler; fp32 on CPU."""
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16), None, "bf16"
-        return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda"), "fp16"
-    return nullcontext(), None, "fp32"
+    """(autocast context, grad scaler or None, name), as chosen by ``precision_name``."""
+    name = precision_name(device)
+    if name == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16), None, name
+    if name == "fp16":
+        return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda"), name
+    return nullcontext(), None, name
 
 
 @torch.inference_mode()

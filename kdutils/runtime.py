@@ -81,9 +81,17 @@ def scale(*, smoke, full, gpu=None):
 
 
 def repo_root() -> Path:
-    """The course checkout (where ``pyproject.toml`` is), else the current directory."""
+    """The course checkout kdutils was imported from, else the current directory.
+
+    From a checkout (``make lab``, ``pip install -e .``) results go to ``<checkout>/build/``; when
+    kdutils is installed as a normal package (Colab, ``pip install``) they go to ``./build/`` beside
+    the notebook, e.g. ``/content/build`` on Colab.
+    """
     here = Path(__file__).resolve().parents[1]
-    return here if (here / "pyproject.toml").exists() else Path.cwd()
+    pyproject = here / "pyproject.toml"
+    if pyproject.is_file() and 'name = "kdutils"' in pyproject.read_text(errors="replace"):
+        return here
+    return Path.cwd()
 
 
 def results_dir() -> Path:

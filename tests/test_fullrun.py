@@ -1,5 +1,6 @@
 """notebook 06's machinery: the CIFAR-10 reader on fixture files, the device loader, checkpoints."""
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -138,3 +139,22 @@ def test_corrupt_or_mismatched_checkpoint_is_an_error_and_left_alone(tmp_path):
     with pytest.raises(fullrun.CheckpointError, match="lr"):
         fullrun.train_model("teacher", fullrun.ConvNet(other.teacher_widths), mk(), test, other, checkpoint_dir=tmp_path, progress=False)
     assert ckpt.read_bytes() == before
+
+
+@pytest.mark.parametrize("capability, bf16_reported, expected", [
+    ((7, 5), True, "fp16"),    # Colab's free T4: torch reports bf16 (emulated), cuDNN has no fast bf16 convs
+    ((7, 0), False, "fp16"),   # V100
+    ((8, 0), True, "bf16"),    # A100
+    ((9, 0), True, "bf16"),    # H100
+    ((8, 6), False, "fp16"),   # a build that says no bf16 gets fp16 even on Ampere
+])
+def test_precision_bf16_only_from_compute_capability_8(monkeypatch, capability, bf16_reported, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_reported)
+    assert fullrun.precision_name(torch.device("cuda")) == expected
+    assert fullrun.precision_name(torch.device("cpu")) == "fp32"
+    if expected == "fp16":
+        with warnings.catch_warnings():   # without a GPU, torch warns that CUDA autocast/scaler are disabled
+            warnings.simplefilter("ignore")
+            _, scaler, name = fullrun.precision(torch.device("cuda"))
+        assert name == "fp16" and scaler is not None, "fp16 needs a gradient scaler"

@@ -9,7 +9,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from kdutils import grading
+from kdutils.course import grading
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kdutils import colab
+from kdutils.course import colab
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import runtime
+from .. import runtime
 
 
 class GradingError(RuntimeError):

@@ -1,0 +1,10 @@
+"""The course tooling that instructors and CI run, kept apart from the teaching library.
+
+* ``cli``      -- ``python -m kdutils ...`` (run, colab, info, assign, grade)
+* ``nbrun``    -- execute the notebooks in order (``make run``)
+* ``colab``    -- the notebooks' Colab badges and set-up cells, generated in one place
+* ``colabsim`` -- run a notebook as Colab would, opened alone (``make test``)
+* ``grading``  -- otter assign / otter run around the assignments (``make assignments``, ``make grade``)
+
+The library (``kdutils.losses``, ``kdutils.data``, ...) never imports from here.
+"""

@@ -1,0 +1,121 @@
+"""The course tooling's command line: ``python -m kdutils <command>``.
+
+    run      execute the notebooks in order, write build/, print a table   (make run)
+    colab    point every notebook's Colab badge and set-up cell at a repository (or a wheel URL/path)
+    info     print the profile, seed and device this machine would use
+    assign   build student and autograder versions of the assignments into dist/  (make assignments)
+    grade    grade a folder of submissions into grades.csv                         (make grade)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import runtime
+
+
+def _cmd_run(args) -> int:
+    from .nbrun import run_notebooks
+
+    paths = args.notebooks or sorted(Path(args.root).glob("[0-9][0-9]_*.ipynb"))
+    if not paths:
+        print(f"no notebooks found under {args.root}", file=sys.stderr)
+        return 2
+    table = run_notebooks(paths, Path(args.out), timeout=args.timeout, html=not args.no_html)
+    print()
+    print(table.to_string(index=False))
+    failed = table[table.status != "ok"]
+    if len(failed):
+        for _, row in failed.iterrows():
+            print(f"FAILED: {row.notebook} at {row['where']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_colab(args) -> int:
+    from .colab import rewrite_all
+
+    edits = rewrite_all(Path(args.root), repo=args.repo, branch=args.branch, source=args.source)
+    for path, n in edits.items():
+        print(f"{n:3d} cell(s) rewritten  {path}")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    for k, v in runtime.describe().items():
+        print(f"{k:8s} {v}")
+    return 0
+
+
+def _cmd_assign(args) -> int:
+    from .grading import assign_all
+
+    table = assign_all(args.names or None, dist=Path(args.dist))
+    print(table.to_string(index=False))
+    return 0
+
+
+def _cmd_grade(args) -> int:
+    from .grading import grade_folder
+
+    table = grade_folder(args.assignment, Path(args.submissions), dist=Path(args.dist),
+                         out=Path(args.out) if args.out else None, timeout=args.timeout, jobs=args.jobs)
+    print(table.to_string(index=False))
+    out = Path(args.out) if args.out else runtime.repo_root() / "grades" / args.assignment
+    print(f"\nwrote {out / 'grades.csv'}, {out / 'grades.png'} and {out / 'feedback'}/")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kdutils", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="execute the notebooks in order")
+    p.add_argument("notebooks", nargs="*", help="notebooks to run (default: notebooks/NN_*.ipynb)")
+    p.add_argument("--root", default=str(runtime.repo_root() / "notebooks"))
+    p.add_argument("--out", default=str(runtime.repo_root() / "build"))
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    p.add_argument("--no-html", action="store_true")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("colab", help="point Colab badges and set-up cells at OWNER/NAME (or another install source)")
+    p.add_argument("--repo", default=None, help="OWNER/NAME of the GitHub repository (badges, and kdutils installed from it)")
+    p.add_argument("--branch", default="main")
+    p.add_argument("--source", default=None,
+                   help="install kdutils from here instead of GitHub: a git+https or https URL (e.g. a wheel), or a local path")
+    p.add_argument("--root", default=str(runtime.repo_root() / "notebooks"))
+    p.set_defaults(func=_cmd_colab)
+
+    p = sub.add_parser("info", help="print profile, seed and device")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("assign", help="otter assign every assignment into dist/, checking the solutions")
+    p.add_argument("names", nargs="*", help="assignments to build (default: all)")
+    p.add_argument("--dist", default=str(runtime.repo_root() / "dist"))
+    p.set_defaults(func=_cmd_assign)
+
+    p = sub.add_parser("grade", help="grade a folder of submissions (otter run, unsandboxed)")
+    p.add_argument("--assignment", required=True)
+    p.add_argument("--submissions", required=True, help="folder of .ipynb (or .zip) submissions")
+    p.add_argument("--dist", default=str(runtime.repo_root() / "dist"))
+    p.add_argument("--out", default=None, help="output folder (default: grades/<assignment>)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per submission")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    p.set_defaults(func=_cmd_grade)
+
+    args = parser.parse_args(argv)
+    from .grading import GradingError
+    try:
+        return args.func(args)
+    except GradingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
