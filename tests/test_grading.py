@@ -18,16 +18,8 @@ ASSIGNMENTS = grading.list_assignments()
 
 
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory):
-    """otter assign every assignment once (otter assign itself fails if a solution fails a test)."""
-    d = tmp_path_factory.mktemp("dist")
-    table = grading.assign_all(dist=d, verify=False, jobs=2)
-    assert list(table.assignment) == ASSIGNMENTS
-    for name in ASSIGNMENTS:
-        assert (d / name / "student" / f"{name}.ipynb").exists()
-        student = (d / name / "student" / f"{name}.ipynb").read_text()
-        assert "# BEGIN SOLUTION" not in student and "Rubric (solution)" not in student, "solutions leak into the student version"
-    return d
+def dist(assigned):
+    return assigned
 
 
 def test_assignment_list():

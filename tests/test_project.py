@@ -22,7 +22,9 @@ def _name(req: str) -> str:
 
 def test_environment_yml_names_the_same_packages_as_pyproject():
     py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r) for r in py["dependencies"] + py["optional-dependencies"]["dev"]}
+    wanted = {_name(r) for r in py["dependencies"]}
+    for extra in py["optional-dependencies"].values():
+        wanted |= {_name(r) for r in extra}
     conda_alias = {"pytorch": "torch"}
     names = set()
     text = (ROOT / "environment.yml").read_text()
@@ -33,31 +35,88 @@ def test_environment_yml_names_the_same_packages_as_pyproject():
     assert names == wanted, f"only in environment.yml: {names - wanted}; only in pyproject: {wanted - names}"
 
 
-def test_pyproject_uses_lower_bounds_only():
+def test_pyproject_uses_lower_bounds_only_and_library_dependencies_are_what_it_imports():
     py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for req in py["dependencies"]:
+    for req in py["dependencies"] + [r for extra in py["optional-dependencies"].values() for r in extra]:
         assert ">=" in req and "==" not in req and "<" not in req.replace(">=", ""), req
+    # the library (not kdutils/course) imports exactly its declared dependencies, and nothing of the tooling
+    import_names = {"scikit-learn": "sklearn"}
+    declared = {import_names.get(_name(r), _name(r)) for r in py["dependencies"]}
+    imported = set()
+    for path in [p for p in (ROOT / "kdutils").glob("*.py") if p.name != "__main__.py"]:   # __main__ forwards to the CLI
+        text = path.read_text()
+        imported |= set(re.findall(r"^\s*(?:from|import) ([a-z_][a-z0-9_]*)", text, re.M))
+        assert not re.search(r"^\s*from \.course|^\s*from kdutils\.course|^\s*import kdutils\.course", text, re.M), \
+            f"{path.name}: the library must not import the course tooling"
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ("kdutils", "__future__")}
+    assert third_party == declared, f"imported but not declared: {third_party - declared}; declared, not imported: {declared - third_party}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS + sorted((ROOT / "notebooks" / "assignments").rglob("*.ipynb")),
-                         ids=lambda p: p.name)
-def test_notebook_starts_with_badge_and_colab_setup_and_has_no_stray_outputs(path):
+ALL_NOTEBOOKS = NOTEBOOKS + sorted((ROOT / "notebooks" / "assignments").rglob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_starts_with_badge_and_the_generated_setup_cell_and_has_no_stray_outputs(path):
     nb = nbformat.read(path, as_version=4)
     first, second = nb.cells[0], nb.cells[1]
     assert first.cell_type == "markdown" and colab.BADGE_RE.search(first.source), "first cell needs a Colab badge"
     assert colab.BADGE_RE.search(first.source)["path"] == path.relative_to(ROOT).as_posix()
-    assert second.cell_type == "code" and "google.colab" in second.source and colab.INSTALL_RE.search(second.source)
+    assert second.cell_type == "code" and second.source == colab.setup_cell_source(None, colab.extras_for(path)), \
+        f"{path.name}: the set-up cell differs from kdutils.course.colab's; run `python -m kdutils colab --repo {colab.DEFAULT_REPO}`"
+    if "assignments" in path.parts:
+        init = [c for c in nb.cells if c.cell_type == "code"][1]
+        assert init.source == colab.otter_init_placeholder(), "the autograder cell comes right after the set-up cell"
+        assert not any("import otter" in c.source for c in nb.cells if c.cell_type == "code" and c is not init)
     for cell in nb.cells:
         if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" not in cell.source:
             assert not cell.get("outputs"), f"stored output in a cell that is not NBVAL_CHECK_OUTPUT: {cell.source[:60]!r}"
-    assert "torch" not in re.findall(r"pip\", \"install\"[^\n]*", second.source)
 
 
-def test_colab_setup_cell_is_a_no_op_outside_colab():
-    code = colab.setup_cell_source("someone/fork", "dev")
-    sentinel = {}
-    exec(compile(code, "setup", "exec"), sentinel)  # would try to pip install if it thought it was Colab
-    assert "google.colab" not in sys.modules
+def _run_setup_cell(code, monkeypatch, *, on_colab: bool, kdutils_importable: bool = True):
+    """Execute a set-up cell with pip replaced by a recorder; returns the commands it would run."""
+    import importlib.util
+    import subprocess as sp
+
+    calls = []
+    monkeypatch.setattr(sp, "run", lambda cmd, **kw: calls.append(list(cmd)))
+    if on_colab:
+        monkeypatch.setitem(sys.modules, "google.colab", type(sys)("google.colab"))
+    else:
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    if not kdutils_importable:
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kdutils" else real(name, *a))
+    exec(compile(code, "setup", "exec"), {})
+    return calls
+
+
+def test_setup_cell_outside_colab_installs_nothing_and_names_a_missing_kdutils(monkeypatch):
+    code = colab.setup_cell_source(None, ("grading",))
+    assert _run_setup_cell(code, monkeypatch, on_colab=False) == []
+    with pytest.raises(ModuleNotFoundError, match="make lab"):
+        _run_setup_cell(code, monkeypatch, on_colab=False, kdutils_importable=False)
+
+
+@pytest.mark.parametrize("extras", [(), ("grading",)])
+def test_setup_cell_on_colab_installs_kdutils_fresh_and_pins_colabs_torch(monkeypatch, extras):
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    source = "git+https://github.com/prof-x/kd-fall@term-2"
+    calls = _run_setup_cell(colab.setup_cell_source(source, extras), monkeypatch, on_colab=True)
+    assert len(calls) == 2
+    first, second = calls
+    assert first[1:4] == ["-m", "pip", "install"] and {"--force-reinstall", "--no-deps"} <= set(first) and first[-1] == source, \
+        "kdutils is reinstalled without its dependencies, so a rerun picks up a moved branch"
+    reqs = [Requirement(a) for a in second[4:] if not a.startswith("-")]   # each argument is one requirement
+    by_name = {r.name: r for r in reqs}
+    assert by_name["kdutils"].url == source and by_name["kdutils"].extras == set(extras)
+    assert str(by_name["torch"].specifier) == f"=={version('torch')}", "Colab's torch is pinned, never replaced"
+    assert str(by_name["torchvision"].specifier) == f"=={version('torchvision')}"
+    for arg in second[4:]:
+        if not arg.startswith("-"):
+            assert Requirement(arg).name in ("kdutils", "torch", "torchvision"), arg
 
 
 def test_colab_rewrite_on_a_copy(tmp_path):
@@ -72,14 +131,27 @@ def test_colab_rewrite_on_a_copy(tmp_path):
         badge = colab.BADGE_RE.search(nb.cells[0].source)
         assert badge["repo"] == "prof-x/kd-fall" and badge["branch"] == "term-2"
         assert badge["path"].endswith(p.name)
-        inst = colab.INSTALL_RE.search(nb.cells[1].source)
-        assert inst["repo"] == "prof-x/kd-fall" and inst["branch"] == "term-2"
+        assert colab.source_of(nb.cells[1].source) == "git+https://github.com/prof-x/kd-fall@term-2"
+        assert nb.cells[1].source == colab.setup_cell_source("git+https://github.com/prof-x/kd-fall@term-2", colab.extras_for(p))
         assert colab.DEFAULT_REPO not in p.read_text()
-    # the originals are untouched, and a bad repo name is refused with a clear message
+    # an install source that is not GitHub: a wheel URL, or a local path (written as a file:// URL)
+    wheel = tmp_path / "kdutils-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    nb_path = tmp_path / "notebooks" / "01_kl_divergence.ipynb"
+    for source, expected in [("https://example.org/kdutils-0.1.0-py3-none-any.whl", None), (str(wheel), wheel.as_uri())]:
+        subprocess.run([sys.executable, "-m", "kdutils", "colab", "--source", source, "--root", str(tmp_path / "notebooks")],
+                       capture_output=True, text=True, check=True)
+        nb = nbformat.read(nb_path, as_version=4)
+        assert colab.source_of(nb.cells[1].source) == (expected or source)
+        assert colab.BADGE_RE.search(nb.cells[0].source)["repo"] == "prof-x/kd-fall", "--source alone leaves the badges"
+    # the originals are untouched, and bad input is refused with a clear message
     assert all(colab.DEFAULT_REPO in p.read_text() for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
-    bad = subprocess.run([sys.executable, "-m", "kdutils", "colab", "--repo", "no-slash",
-                          "--root", str(tmp_path / "notebooks")], capture_output=True, text=True)
-    assert bad.returncode == 2 and "OWNER/NAME" in bad.stderr
+    for args, words in [(["--repo", "no-slash"], "OWNER/NAME"), (["--source", str(tmp_path / "missing.whl")], "existing path"),
+                        (["--source", "ftp://x/y.whl"], "scheme"), (["--source", 'x" ; rm -rf /'], "without spaces or quotes"),
+                        ([], "--repo")]:
+        bad = subprocess.run([sys.executable, "-m", "kdutils", "colab", *args, "--root", str(tmp_path / "notebooks")],
+                             capture_output=True, text=True)
+        assert bad.returncode == 2 and words in bad.stderr, (args, bad.stderr)
 
 
 def test_cli_run_reports_failing_notebook_and_cell(tmp_path):

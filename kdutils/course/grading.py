@@ -215,6 +215,38 @@ def _plot(table: pd.DataFrame, qs: dict[str, float], path: Path, assignment: str
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
 
+def student_for_colab(notebook: Path, assignment: str) -> Path:
+    """Put the public tests that ``otter assign`` wrote beside the student notebook into the notebook.
+
+    Colab opens the notebook alone: no ``tests/`` folder, and no notebook file for otter to read
+    tests from. The autograder cell (``colab.otter_init_cell_source``) carries the public tests and
+    writes them where ``otter.Notebook(tests_dir=...)`` finds them, so ``grader.check`` works there
+    and from any folder. The ``tests/`` folder is then removed: the notebook is the whole handout.
+    """
+    import nbformat
+
+    from . import colab
+
+    tests_dir = notebook.parent / "tests"
+    public = {p.name: p.read_text() for p in sorted(tests_dir.glob("*.py"))}
+    if not public:
+        raise GradingError(f"otter assign wrote no public tests beside {notebook} (is `tests: files: true` set?)")
+    leaked = [n for n, text in public.items() if "hidden=True" in text]
+    if leaked:
+        raise GradingError(f"hidden tests in the student version's {leaked}: refusing to hand them out")
+    nb = nbformat.read(notebook, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith(colab.OTTER_INIT_MARKER)]
+    if len(cells) != 1:
+        raise GradingError(f"{notebook}: expected one autograder cell starting {colab.OTTER_INIT_MARKER!r}, "
+                           f"found {len(cells)} (the master needs colab.otter_init_placeholder() after its set-up cell)")
+    cells[0].source = colab.otter_init_cell_source(assignment, public)
+    tmp = notebook.with_name(f".{notebook.name}.tmp")
+    nbformat.write(nb, tmp)
+    os.replace(tmp, notebook)
+    shutil.rmtree(tests_dir)
+    return notebook
+
+
 def assign_all(names: list[str] | None = None, *, dist: Path | None = None, timeout: float = 300.0,
                verify: bool = True, jobs: int = 1) -> pd.DataFrame:
     """``otter assign`` every assignment into ``dist/`` and check each solution earns full marks.
@@ -239,6 +271,7 @@ def assign_all(names: list[str] | None = None, *, dist: Path | None = None, time
                          cwd=master.parent)
         if code != 0:
             raise GradingError(f"otter assign failed for {name}:\n{out[-2000:]}")
+        student_for_colab(target / "student" / f"{name}.ipynb", name)
         zip_path = find_autograder(name, dist)
         qs = questions(zip_path)
         if verify:
