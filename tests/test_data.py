@@ -52,8 +52,9 @@ def test_mnist1d_corrupt_cache_is_regenerated(cache_dir):
         assert f["x"].shape == (80, 40)
 
 
-def test_mnist1d_published_default_split():
+def test_mnist1d_published_default_split(cache_dir):
     ds = data.load_mnist1d()
+    assert list(cache_dir.glob("mnist1d-*.npz")), "cached in KD_CACHE_DIR, not in the user's ~/.cache"
     assert ds.x_train.shape == (4000, 40) and ds.x_test.shape == (1000, 40)
     counts = torch.bincount(torch.cat([ds.y_train, ds.y_test]), minlength=10)
     assert (counts == 500).all()

@@ -168,6 +168,8 @@ def test_cli_run_reports_failing_notebook_and_cell(tmp_path):
     assert "01_good.ipynb" in out.stdout and "ok" in out.stdout
     assert "FAILED: 02_bad.ipynb at cell 1 (RuntimeError: boom)" in out.stderr
     assert (tmp_path / "build" / "notebooks" / "02_bad.ipynb").exists()
+    for noise in ("without encryption", "Parent appears to have exited"):
+        assert noise not in out.stdout + out.stderr, f"make run prints the kernel's {noise!r} warning"
 
 
 def test_ci_calls_make_test_and_readme_shows_both_commands():

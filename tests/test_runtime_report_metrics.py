@@ -33,11 +33,22 @@ def test_scale_full_on_cpu_and_gpu(monkeypatch):
     assert runtime.scale(smoke=1, full=2) == 2
 
 
-def test_seed_everything_is_reproducible():
+def test_seed_everything_seeds_torch_numpy_and_python():
+    import random
+
+    import numpy as np
+
+    def draw():
+        return torch.randn(5), np.random.rand(5), [random.random() for _ in range(5)]
+
     runtime.seed_everything(3)
-    a = torch.randn(5)
+    a = draw()
     runtime.seed_everything(3)
-    assert torch.equal(a, torch.randn(5))
+    b = draw()
+    runtime.seed_everything(4)
+    c = draw()
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2], "the same seed repeats all three"
+    assert not torch.equal(a[0], c[0]) and not np.array_equal(a[1], c[1]) and a[2] != c[2], "another seed changes all three"
 
 
 def test_save_results_roundtrip_and_atomic(tmp_path, monkeypatch):

@@ -45,11 +45,16 @@ def test_fit_distillation_matches_teacher_and_uses_teacher_inputs():
     runtime.seed_everything(0)
     teacher = models.MLP(10, 3, hidden=32)
     train.fit(teacher, x, y, epochs=10, progress=False)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    teacher.zero_grad(set_to_none=True)   # clear what its own training left
     student = models.MLP(10, 3, hidden=8)
     train.fit(student, x, None, teacher=teacher, temperature=2.0, epochs=20, progress=False)
     zt, zs = train.predict(teacher, x), train.predict(student, x)
     assert metrics.top1_agreement(zs, zt) > 0.95
-    assert teacher.training is False  # the teacher is left in eval mode, its weights untouched
+    assert teacher.training is False, "the teacher is left in eval mode"
+    after = teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "distillation must not change the teacher's weights"
+    assert all(p.grad is None for p in teacher.parameters()), "no gradient flows into the teacher"
     # the teacher can read different inputs from the student (x vs x'): here a permuted copy
     perm = x[:, torch.randperm(10)]
     s2 = models.MLP(10, 3, hidden=8)

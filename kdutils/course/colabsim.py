@@ -216,7 +216,11 @@ def simulate(notebook: Path | nbformat.NotebookNode, *, root: Path, wheel: Path,
         error = _strip_ansi(str(exc).strip().splitlines()[-1])[:300]
     except Exception as exc:  # a dead kernel or a timeout
         error = f"{type(exc).__name__}: {str(exc)[:300]}"
+    finally:
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     seconds = time.perf_counter() - start
+    nbformat.write(nb, Path(root) / f"executed-{name}")      # what the student would see, for a look after a failure
     results = sorted(p.relative_to(rt["content"]).as_posix() for p in (rt["content"] / "build" / "results").glob("*.json")) \
         if (rt["content"] / "build" / "results").is_dir() else []
     return SimResult(name, seconds, error, installed_in(rt["site"]), nb, results)

@@ -7,6 +7,8 @@ non-zero and the table names the notebook and the failing cell.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +25,7 @@ def _failing_cell(nb) -> str:
 
 
 def run_notebooks(paths, out_dir: Path, *, timeout: int = 1800, html: bool = True) -> pd.DataFrame:
+    from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
@@ -36,8 +39,14 @@ def run_notebooks(paths, out_dir: Path, *, timeout: int = 1800, html: bool = Tru
         start = time.perf_counter()
         status, where = "ok", ""
         try:
-            NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                           resources={"metadata": {"path": str(path.parent)}}).execute()
+            with tempfile.TemporaryDirectory(prefix="kd-ipc-") as ipc:
+                # IPC sockets in a private folder: local, and no "running over TCP without encryption" warning
+                km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(ipc, "kernel"))
+                try:
+                    NotebookClient(nb, km=km, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}).execute()
+                finally:
+                    if km.has_kernel:
+                        km.shutdown_kernel(now=True)
         except CellExecutionError:
             status, where = "FAILED", _failing_cell(nb)
         except Exception as exc:  # kernel died, timeout, ...
