@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from . import runtime
+from .files import atomic_write
 
 
 @dataclass
@@ -102,6 +102,11 @@ def _generate_mnist1d(args: dict) -> dict:
     return {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
 
 
+def _savez(path: Path, arrays: dict):
+    with open(path, "wb") as f:      # a file object: np.savez would append ".npz" to a path
+        np.savez(f, **arrays)
+
+
 def load_mnist1d(num_samples: int = 5000, seed: int = 42, *, use_cache: bool = True, **overrides) -> Dataset:
     """MNIST-1D generated locally; the defaults give the published 4,000/1,000 split.
 
@@ -123,13 +128,12 @@ def load_mnist1d(num_samples: int = 5000, seed: int = 42, *, use_cache: bool = T
     if arrays is None:
         arrays = _generate_mnist1d(args)
         if use_cache:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".mnist1d-", suffix=".npz")
-            os.close(fd)
             try:
-                np.savez(tmp, **arrays)
-                os.replace(tmp, path)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+                atomic_write(path, lambda tmp: _savez(tmp, arrays))
+            except OSError as exc:   # a read-only cache (or HOME): go on without caching
+                warnings.warn(f"could not cache MNIST-1D in {path.parent} ({exc.strerror or exc}); "
+                              "it will be generated again next time (set KD_CACHE_DIR to a writable folder)",
+                              RuntimeWarning, stacklevel=2)
     as_x = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     as_y = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
     return Dataset(as_x(arrays["x"]), as_y(arrays["y"]), as_x(arrays["x_test"]), as_y(arrays["y_test"]))

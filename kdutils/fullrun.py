@@ -38,6 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import metrics, runtime
+from .files import atomic_write
 from .losses import distillation_loss, skip_value_checks
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -231,13 +232,14 @@ class RunConfig:
 
 # ----------------------------------------------------------------------------- checkpoints
 
+CHECKPOINT_KEYS = frozenset({"config", "model", "opt", "sched", "loader_rng", "history", "epoch", "seconds"})
+
+
 def save_checkpoint(path: Path, state: dict):
     """Write ``state`` to ``path`` atomically: a reader sees the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: Path, expected_config: dict) -> dict | None:
@@ -248,10 +250,15 @@ def load_checkpoint(path: Path, expected_config: dict) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {str(exc)[:100]}); "
+        reason = " ".join(str(exc).split())
+        reason = reason if len(reason) <= 160 else reason[:160].rsplit(" ", 1)[0] + " ..."
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {reason}); "
                               "it was left untouched: move it away or pass another --checkpoint-dir") from None
-    if not isinstance(state, dict) or not {"config", "model", "epoch"} <= set(state):
-        raise CheckpointError(f"checkpoint {path} is not a kdutils.fullrun checkpoint; it was left untouched")
+    missing = sorted(CHECKPOINT_KEYS - set(state)) if isinstance(state, dict) else None
+    if missing is None or missing:
+        what = f"it lacks {missing}" if missing else f"it holds a {type(state).__name__}, not a dictionary"
+        raise CheckpointError(f"checkpoint {path} is not a kdutils.fullrun checkpoint ({what}); it was left untouched: "
+                              "move it away or pass another --checkpoint-dir")
     if state["config"] != expected_config:
         diff = {k: (state["config"].get(k), expected_config.get(k)) for k in set(state["config"]) | set(expected_config)
                 if state["config"].get(k) != expected_config.get(k)}
@@ -402,6 +409,32 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
             "device": str(device)}
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def writable_folder(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a folder this process can write, created if missing; a clear error otherwise."""
+    import tempfile
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{what} {str(path)!r} is not writable ({exc.strerror or exc})") from None
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kdutils.fullrun", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -410,17 +443,24 @@ def main(argv=None) -> int:
                     help="model size and epochs (default: gpu on a GPU, cpu otherwise, smoke with KD_PROFILE=smoke)")
     ap.add_argument("--checkpoint-dir", default=str(runtime.repo_root() / "build" / "checkpoints"))
     ap.add_argument("--data-root", default=str(runtime.repo_root() / "data"))
-    ap.add_argument("--epochs", type=int, default=None, help="override teacher and student epochs")
+    ap.add_argument("--epochs", type=_positive_int, default=None, help="override teacher and student epochs (>= 1)")
     ap.add_argument("--no-augment", action="store_true")
     ap.add_argument("--compile", action="store_true", help="torch.compile the trained model")
     args = ap.parse_args(argv)
-    scale = args.scale or runtime.scale(smoke="smoke", full="cpu", gpu="gpu")
-    over = {"augment": not args.no_augment, "compile": args.compile, "seed": runtime.seed()}
-    if args.epochs:
-        over.update(teacher_epochs=args.epochs, student_epochs=args.epochs)
-    cfg = RunConfig.for_scale(scale, args.dataset, **over)
+    try:   # every check before any work: a mistake costs nothing
+        runtime.check_environment()
+        checkpoint_dir = writable_folder(args.checkpoint_dir, "--checkpoint-dir")
+        data_root = writable_folder(args.data_root, "--data-root") if args.dataset == "cifar10" else Path(args.data_root)
+        scale = args.scale or runtime.scale(smoke="smoke", full="cpu", gpu="gpu")
+        over = {"augment": not args.no_augment, "compile": args.compile, "seed": runtime.seed()}
+        if args.epochs is not None:
+            over.update(teacher_epochs=args.epochs, student_epochs=args.epochs)
+        cfg = RunConfig.for_scale(scale, args.dataset, **over)
+    except ValueError as exc:   # runtime.ConfigError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
-        out = run(cfg, checkpoint_dir=args.checkpoint_dir, data_root=args.data_root)
+        out = run(cfg, checkpoint_dir=checkpoint_dir, data_root=data_root)
     except (CheckpointError, DatasetUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -19,13 +19,21 @@ Everything is computed in log space (``log_softmax``), so logits of magnitude 1e
 that puts zero probability on a class give finite values and gradients. Half-precision inputs
 (bfloat16, float16) are computed in float32 and the result is returned in float32.
 
-Bad input raises ``ValueError`` naming the problem, never a silent wrong number.
+Bad input raises ``ValueError`` naming the problem, never a silent wrong number: shapes, dtypes,
+NaN/inf logits, a temperature <= 0, alpha or beta outside [0, 1], labels outside [0, C) other than
+-100. Scalars may be Python, NumPy or 0-d tensor numbers.
+
+The teacher is a target: its logits are detached, so no gradient ever flows into the teacher
+(``F.kl_div`` would pass one to its ``target``). For mutual learning, where both models learn,
+call the loss twice with the roles swapped.
 """
 from __future__ import annotations
 
 import math
+import numbers
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -65,21 +73,59 @@ def _check_logits(name: str, logits) -> torch.Tensor:
 
 
 def _check_pair(student_logits, teacher_logits):
+    """Both checked; returns the teacher's logits detached: the teacher is a target, never trained."""
     _check_logits("student_logits", student_logits)
     _check_logits("teacher_logits", teacher_logits)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student and teacher logits must have the same shape, got "
                          f"{tuple(student_logits.shape)} (student) vs {tuple(teacher_logits.shape)} (teacher)")
+    return teacher_logits.detach()
 
 
-def _check_temperature(temperature):
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+def _scalar(name, value) -> float:
+    """A Python, NumPy or 0-d tensor real number as a float; ValueError for anything else."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"{name} must be a single real number, got a {value.dtype} tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
 
 
-def _check_unit(name, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0.0 <= value <= 1.0):
+def _check_temperature(temperature) -> float:
+    value = _scalar("temperature", temperature)
+    if value <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    return value
+
+
+def _check_unit(name, value) -> float:
+    number = _scalar(name, value)
+    if not 0.0 <= number <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return number
+
+
+def _check_labels(labels, logits) -> torch.Tensor:
+    """Class indices in [0, C), or -100 for unlabeled positions, with the logits' leading shape."""
+    if not isinstance(labels, torch.Tensor):
+        raise ValueError(f"labels must be a torch.Tensor of class indices, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if tuple(labels.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"labels must have the logits' leading shape {tuple(logits.shape[:-1])}, got {tuple(labels.shape)}")
+    labels = labels.long()
+    if _CHECK_VALUES:
+        classes = logits.shape[-1]
+        bad = labels[(labels != -100) & ((labels < 0) | (labels >= classes))]
+        if bad.numel():
+            raise ValueError(f"labels must be class indices in [0, {classes}) or -100 (unlabeled); got "
+                             f"{sorted(set(bad.unique()[:5].tolist()))}")
+    return labels
 
 
 def _check_mask(mask, leading_shape):
@@ -129,8 +175,8 @@ def kl_divergence(student_logits, teacher_logits, *, temperature=1.0, direction=
 
     Forward KL equals ``F.kl_div(log_softmax(s/T), log_softmax(t/T), log_target=True)``.
     """
-    _check_pair(student_logits, teacher_logits)
-    _check_temperature(temperature)
+    teacher_logits = _check_pair(student_logits, teacher_logits)
+    temperature = _check_temperature(temperature)
     if direction not in ("forward", "reverse"):
         raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
     mask = _check_mask(mask, student_logits.shape[:-1])
@@ -148,8 +194,8 @@ def soft_cross_entropy(student_logits, teacher_logits, *, temperature=1.0, reduc
     H(p_t^T) does not depend on the student, so this loss and ``kl_divergence`` have the same
     gradient with respect to the student's logits.
     """
-    _check_pair(student_logits, teacher_logits)
-    _check_temperature(temperature)
+    teacher_logits = _check_pair(student_logits, teacher_logits)
+    temperature = _check_temperature(temperature)
     mask = _check_mask(mask, student_logits.shape[:-1])
     log_s = _log_probs(student_logits, temperature)
     p_t = _log_probs(teacher_logits, temperature).exp()
@@ -170,9 +216,9 @@ def distillation_loss(student_logits, teacher_logits, labels=None, *, temperatur
     ``"batchmean"`` each term is averaged over its own positions, so the hard term equals
     ``F.cross_entropy(..., ignore_index=-100)``.
     """
-    _check_pair(student_logits, teacher_logits)
-    _check_temperature(temperature)
-    _check_unit("alpha", alpha)
+    teacher_logits = _check_pair(student_logits, teacher_logits)
+    temperature = _check_temperature(temperature)
+    alpha = _check_unit("alpha", alpha)
     if soft not in ("kl", "ce"):
         raise ValueError(f"soft must be 'kl' or 'ce', got {soft!r}")
     if reduction not in REDUCTIONS:
@@ -187,11 +233,7 @@ def distillation_loss(student_logits, teacher_logits, labels=None, *, temperatur
     if labels is None:
         raise ValueError(f"labels are required when alpha < 1 (alpha={alpha}); pass alpha=1.0 for "
                          "pure distillation on unlabeled data")
-    if not isinstance(labels, torch.Tensor) or labels.is_floating_point():
-        raise ValueError("labels must be an integer tensor of class indices")
-    if tuple(labels.shape) != tuple(student_logits.shape[:-1]):
-        raise ValueError(f"labels must have the logits' leading shape {tuple(student_logits.shape[:-1])}, "
-                         f"got {tuple(labels.shape)}")
+    labels = _check_labels(labels, student_logits)
     logits = student_logits.float() if student_logits.dtype in (torch.float16, torch.bfloat16) else student_logits
     hard_term = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                 reduction="none").reshape(labels.shape)
@@ -217,9 +259,9 @@ def generalized_jsd(student_logits, teacher_logits, *, beta=0.5, temperature=1.0
     (Inside (0, 1) the value is bounded by log 2 and tends to 0 towards either end, so the
     endpoints are defined separately, not as limits.) beta = 0.5 is the ordinary JSD.
     """
-    _check_pair(student_logits, teacher_logits)
-    _check_temperature(temperature)
-    _check_unit("beta", beta)
+    teacher_logits = _check_pair(student_logits, teacher_logits)
+    temperature = _check_temperature(temperature)
+    beta = _check_unit("beta", beta)
     mask = _check_mask(mask, student_logits.shape[:-1])
     log_s = _log_probs(student_logits, temperature)
     log_t = _log_probs(teacher_logits, temperature)

@@ -2,14 +2,14 @@
 
 ``save_results("03_first_distillation", {...})`` writes ``$KD_RESULTS_DIR/03_first_distillation.json``
 holding the profile, seed and device of the run and the metrics. The write is atomic (a temporary
-file, then a rename): an interrupted run never leaves a half-written file in place of a good one.
+file, then a rename): an interrupted run never leaves a half-written file in place of a good one;
+the file is readable as any new file here is (``kdutils.files``).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from . import runtime
+from .files import atomic_write_text
 
 
 def to_jsonable(value):
@@ -59,16 +60,8 @@ def save_results(name: str, metrics: dict, *, directory: str | os.PathLike | Non
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "metrics": to_jsonable(metrics),
     }
-    path = directory / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    text = json.dumps(payload, indent=2, allow_nan=False)
+    return atomic_write_text(directory / f"{name}.json", text)
 
 
 def load_results(name: str, *, directory: str | os.PathLike | None = None) -> dict:

@@ -1,17 +1,26 @@
-"""Where the course runs: profile, seed, device, Colab, and where results go.
+"""Where the course runs: profile, seed, device, Colab, and where results and caches go.
 
-Two environment variables control every notebook:
+This module is the one place that reads the environment. Every notebook and command reads these
+variables through it, never from ``os.environ`` directly:
 
-* ``KD_PROFILE`` = ``smoke`` (tiny, for tests: each notebook in seconds on 2 CPU cores)
-  or ``full`` (the default: the real experiment; minutes on a CPU laptop, GPU scale on a GPU).
-* ``KD_SEED`` (default 0) seeds Python, NumPy and PyTorch.
+=================  ===========================================================================
+``KD_PROFILE``     ``full`` (default: the real experiments; minutes on a CPU laptop, GPU scale on a
+                   GPU) or ``smoke`` (tiny, for tests: each notebook in seconds on 2 CPU cores)
+``KD_SEED``        an integer in [0, 2**63), default 0: seeds Python, NumPy and PyTorch
+``KD_DEVICE``      ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; default: CUDA, then MPS, then the CPU
+``KD_CACHE_DIR``   generated datasets, default ``~/.cache/kdutils``
+``KD_RESULTS_DIR`` the notebooks' figures as JSON, default ``build/results`` (see ``repo_root``)
+=================  ===========================================================================
 
-Notebooks read them through this module, never from ``os.environ`` directly.
+Values are read with surrounding spaces removed and case ignored where case means nothing; an
+empty value means "unset"; paths have ``~`` expanded. A bad value raises ``ConfigError`` (a
+``ValueError``) naming the variable, the value and what is accepted.
 """
 from __future__ import annotations
 
 import os
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -19,13 +28,25 @@ import numpy as np
 import torch
 
 PROFILES = ("smoke", "full")
+SEED_LIMIT = 2**63
+
+
+class ConfigError(ValueError):
+    """A ``KD_*`` environment variable has a value the course cannot use."""
+
+
+def _env(name: str) -> str | None:
+    """The variable's value without surrounding spaces; None when unset or empty."""
+    value = os.environ.get(name, "").strip()
+    return value or None
 
 
 def profile() -> str:
     """The scale to run at: ``smoke`` or ``full`` (from ``KD_PROFILE``, default ``full``)."""
-    value = os.environ.get("KD_PROFILE", "full").strip().lower() or "full"
+    value = (_env("KD_PROFILE") or "full").lower()
     if value not in PROFILES:
-        raise ValueError(f"KD_PROFILE must be one of {PROFILES}, got {value!r}")
+        raise ConfigError(f"KD_PROFILE must be one of {', '.join(PROFILES)} (or unset for full), "
+                          f"got {os.environ['KD_PROFILE']!r}")
     return value
 
 
@@ -35,35 +56,65 @@ def is_smoke() -> bool:
 
 def seed() -> int:
     """The run's seed (from ``KD_SEED``, default 0)."""
-    value = os.environ.get("KD_SEED", "0").strip() or "0"
+    raw = _env("KD_SEED")
+    if raw is None:
+        return 0
     try:
-        return int(value)
+        value = int(raw)
     except ValueError:
-        raise ValueError(f"KD_SEED must be an integer, got {value!r}") from None
+        raise ConfigError(f"KD_SEED must be a whole number in [0, 2**63), got {raw!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise ConfigError(f"KD_SEED must be a whole number in [0, 2**63), got {raw!r}")
+    return value
 
 
 def seed_everything(value: int | None = None) -> int:
     """Seed Python, NumPy and PyTorch (CPU and CUDA) and return the seed used."""
     value = seed() if value is None else int(value)
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"seed must be in [0, 2**63), got {value}")
     random.seed(value)
     np.random.seed(value % 2**32)
     torch.manual_seed(value)  # also seeds every CUDA device
     return value
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def available_devices() -> list[str]:
+    """The devices this machine can run on, best first."""
+    found = [f"cuda:{i}" if i else "cuda" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    if _mps_available():
+        found.append("mps")
+    return found + ["cpu"]
+
+
 def device() -> torch.device:
     """The best device available: CUDA, then Apple's MPS, then the CPU.
 
-    ``KD_DEVICE`` (e.g. ``cpu``) overrides the choice.
+    ``KD_DEVICE`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``) overrides the choice; a device this machine
+    does not have is refused here, naming the devices it does have.
     """
-    forced = os.environ.get("KD_DEVICE")
-    if forced:
-        return torch.device(forced)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    raw = _env("KD_DEVICE")
+    if raw is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    value = raw.lower()
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", value):
+        raise ConfigError(f"KD_DEVICE must be cpu, cuda, cuda:N or mps (or unset to choose automatically), got {raw!r}")
+    dev = torch.device(value)
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= count:
+            raise ConfigError(f"KD_DEVICE={raw!r}, but this machine has {count or 'no'} CUDA GPU{'s' if count != 1 else ''} "
+                              f"(available: {', '.join(available_devices())}); unset KD_DEVICE to choose automatically")
+    if dev.type == "mps" and not _mps_available():
+        raise ConfigError(f"KD_DEVICE={raw!r}, but Apple's MPS is not available here (available: "
+                          f"{', '.join(available_devices())}); unset KD_DEVICE to choose automatically")
+    return dev
 
 
 def in_colab() -> bool:
@@ -94,18 +145,43 @@ def repo_root() -> Path:
     return Path.cwd()
 
 
+def _directory(variable: str, default: Path, *, required: bool) -> Path:
+    """The folder named by ``variable`` (or ``default``), created if missing.
+
+    A file in its place is always an error. A folder that cannot be created is an error when
+    ``required``; otherwise a warning, and the caller works without it (a cache).
+    """
+    raw = _env(variable)
+    path = Path(raw).expanduser() if raw is not None else default
+    shown = f"{variable}={raw!r}" if raw is not None else f"{variable} (unset, default {str(default)!r})"
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{shown} is a file, not a folder: point it at a folder (or unset it)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        message = f"{shown}: cannot create the folder {str(path)!r} ({exc.strerror})"
+        if required:
+            raise ConfigError(f"{message}; point it at a folder you can write") from None
+        import warnings
+        warnings.warn(f"{message}: working without a cache", RuntimeWarning, stacklevel=3)
+    return path
+
+
 def results_dir() -> Path:
     """Where notebooks save their figures (``KD_RESULTS_DIR``, default ``build/results``)."""
-    path = Path(os.environ.get("KD_RESULTS_DIR", repo_root() / "build" / "results"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _directory("KD_RESULTS_DIR", repo_root() / "build" / "results", required=True)
 
 
 def cache_dir() -> Path:
     """Where generated datasets are cached (``KD_CACHE_DIR``, default ``~/.cache/kdutils``)."""
-    path = Path(os.environ.get("KD_CACHE_DIR", Path.home() / ".cache" / "kdutils"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _directory("KD_CACHE_DIR", Path.home() / ".cache" / "kdutils", required=False)
+
+
+def check_environment() -> dict:
+    """Read every ``KD_*`` variable now (raising ``ConfigError`` for a bad one); returns ``describe()``."""
+    info = describe()
+    results_dir()
+    return info
 
 
 def describe() -> dict:

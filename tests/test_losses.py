@@ -184,8 +184,21 @@ def test_token_level_mask_and_batchmean():
 def test_gradcheck_float64(fn):
     g = torch.Generator().manual_seed(4)
     s = torch.randn(3, 5, generator=g, requires_grad=True)
+    t = torch.randn(3, 5, generator=g)
+    assert torch.autograd.gradcheck(lambda a: fn(a, t, temperature=2.0), (s,))
+
+
+@pytest.mark.parametrize("fn", [L.kl_divergence, L.soft_cross_entropy, L.generalized_jsd,
+                                lambda s, t, **k: L.distillation_loss(s, t, torch.tensor([0, 1, 2]), alpha=0.5, **k),
+                                lambda s, t, **k: L.kl_divergence(s, t, direction="reverse", **k)])
+def test_the_teacher_gets_no_gradient(fn):
+    """The teacher is a target: even when its logits require grad, only the student learns."""
+    g = torch.Generator().manual_seed(4)
+    s = torch.randn(3, 5, generator=g, requires_grad=True)
     t = torch.randn(3, 5, generator=g, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: fn(a, b, temperature=2.0), (s, t))
+    fn(s, t, temperature=2.0).backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
+    assert t.grad is None, "no gradient may flow into the teacher's logits"
 
 
 @pytest.mark.parametrize("fn", [L.kl_divergence, L.soft_cross_entropy, L.generalized_jsd,

@@ -28,6 +28,8 @@ def test_scale_full_on_cpu_and_gpu(monkeypatch):
     monkeypatch.setenv("KD_PROFILE", "full")
     monkeypatch.setenv("KD_DEVICE", "cpu")
     assert runtime.scale(smoke=1, full=2, gpu=3) == 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)     # as on a GPU machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setenv("KD_DEVICE", "cuda")
     assert runtime.scale(smoke=1, full=2, gpu=3) == 3
     assert runtime.scale(smoke=1, full=2) == 2
@@ -62,16 +64,24 @@ def test_save_results_roundtrip_and_atomic(tmp_path, monkeypatch):
     assert data["metrics"]["acc"] == 0.5 and data["metrics"]["nan"] is None
     assert data["metrics"]["table"][1]["acc"] == 0.75
     # a failing write leaves the previous file intact and no temporary files behind
-    def interrupted_dump(obj, f, **kw):
-        f.write('{"half": ')
+    from pathlib import Path
+
+    from kdutils import files
+
+    real_write = Path.write_text
+
+    def interrupted_write(self, text, *a, **k):
+        real_write(self, text[: len(text) // 2])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(report.json, "dump", interrupted_dump)
+    monkeypatch.setattr(files.Path, "write_text", interrupted_write)
     with pytest.raises(KeyboardInterrupt):
         report.save_results("99_test", {"acc": 0.1}, directory=tmp_path)
     monkeypatch.undo()
     assert json.loads(path.read_text())["metrics"]["acc"] == 0.5
     assert [p.name for p in tmp_path.iterdir()] == ["99_test.json"]
+    # readable as any new file here (0666 minus the umask), not only by its owner as mkstemp makes it
+    assert path.stat().st_mode & 0o777 == files.default_mode()
     with pytest.raises(ValueError, match="file stem"):
         report.save_results("../evil", {}, directory=tmp_path)
 
