@@ -127,7 +127,7 @@ def load_mnist1d(num_samples: int = 5000, seed: int = 42, *, use_cache: bool = T
             arrays = None
     if arrays is None:
         arrays = _generate_mnist1d(args)
-        if use_cache:
+        if use_cache and path.parent.is_dir():    # runtime.cache_dir() warned if it could not make it
             try:
                 atomic_write(path, lambda tmp: _savez(tmp, arrays))
             except OSError as exc:   # a read-only cache (or HOME): go on without caching

@@ -38,7 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import metrics, runtime
-from .files import atomic_write
+from .files import atomic_write, writable_folder
 from .losses import distillation_loss, skip_value_checks
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -417,22 +417,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
-
-
-def writable_folder(path: str | os.PathLike, what: str) -> Path:
-    """``path`` as a folder this process can write, created if missing; a clear error otherwise."""
-    import tempfile
-
-    path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{what} {str(path)!r} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise ValueError(f"{what} {str(path)!r} is not writable ({exc.strerror or exc})") from None
-    return path
 
 
 def main(argv=None) -> int:

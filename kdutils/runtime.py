@@ -181,6 +181,7 @@ def check_environment() -> dict:
     """Read every ``KD_*`` variable now (raising ``ConfigError`` for a bad one); returns ``describe()``."""
     info = describe()
     results_dir()
+    cache_dir()
     return info
 
 

@@ -13,16 +13,38 @@ import sys
 from pathlib import Path
 
 from .. import runtime
+from ..files import writable_folder
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+    return parse
 
 
 def _cmd_run(args) -> int:
     from .nbrun import run_notebooks
 
-    paths = args.notebooks or sorted(Path(args.root).glob("[0-9][0-9]_*.ipynb"))
-    if not paths:
-        print(f"no notebooks found under {args.root}", file=sys.stderr)
-        return 2
-    table = run_notebooks(paths, Path(args.out), timeout=args.timeout, html=not args.no_html)
+    runtime.check_environment()     # a bad KD_* value stops here, not inside the first notebook
+    if args.notebooks:
+        paths = [Path(p) for p in args.notebooks]
+        for p in paths:
+            if not p.is_file() or p.suffix != ".ipynb":
+                raise ValueError(f"{p} is not a notebook file (.ipynb) that exists")
+    else:
+        if not Path(args.root).is_dir():
+            raise ValueError(f"--root {args.root!r} is not a folder")
+        paths = sorted(Path(args.root).glob("[0-9][0-9]_*.ipynb"))
+        if not paths:
+            raise ValueError(f"no notebooks (NN_*.ipynb) under --root {args.root!r}")
+    out = writable_folder(args.out, "--out")     # checked before the first notebook runs
+    table = run_notebooks(paths, out, timeout=args.timeout, html=not args.no_html)
     print()
     print(table.to_string(index=False))
     failed = table[table.status != "ok"]
@@ -36,14 +58,18 @@ def _cmd_run(args) -> int:
 def _cmd_colab(args) -> int:
     from .colab import rewrite_all
 
+    if not Path(args.root).is_dir():
+        raise ValueError(f"--root {args.root!r} is not a folder")
     edits = rewrite_all(Path(args.root), repo=args.repo, branch=args.branch, source=args.source)
+    if not edits:
+        raise ValueError(f"no notebooks under --root {args.root!r}")
     for path, n in edits.items():
         print(f"{n:3d} cell(s) rewritten  {path}")
     return 0
 
 
 def _cmd_info(args) -> int:
-    for k, v in runtime.describe().items():
+    for k, v in runtime.check_environment().items():
         print(f"{k:8s} {v}")
     return 0
 
@@ -76,7 +102,7 @@ def main(argv=None) -> int:
     p.add_argument("notebooks", nargs="*", help="notebooks to run (default: notebooks/NN_*.ipynb)")
     p.add_argument("--root", default=str(runtime.repo_root() / "notebooks"))
     p.add_argument("--out", default=str(runtime.repo_root() / "build"))
-    p.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    p.add_argument("--timeout", type=_positive(int), default=1800, help="seconds per cell")
     p.add_argument("--no-html", action="store_true")
     p.set_defaults(func=_cmd_run)
 
@@ -101,8 +127,8 @@ def main(argv=None) -> int:
     p.add_argument("--submissions", required=True, help="folder of .ipynb (or .zip) submissions")
     p.add_argument("--dist", default=str(runtime.repo_root() / "dist"))
     p.add_argument("--out", default=None, help="output folder (default: grades/<assignment>)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per submission")
-    p.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    p.add_argument("--timeout", type=_positive(float), default=120.0, help="seconds per submission")
+    p.add_argument("--jobs", type=_positive(int), default=1, help="submissions graded at once (default 1)")
     p.set_defaults(func=_cmd_grade)
 
     args = parser.parse_args(argv)
