@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import runtime
+from ..files import atomic_write_text
 
 
 class GradingError(RuntimeError):
@@ -149,12 +150,6 @@ def grade_one(path: Path, autograder_zip: Path, qs: dict[str, float], *, timeout
     return row, feedback
 
 
-def _atomic_write_text(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def grade_folder(assignment: str, submissions: Path, *, dist: Path | None = None, out: Path | None = None,
                  timeout: float = 120.0, jobs: int = 1, progress: bool = True) -> pd.DataFrame:
     """Grade every submission in ``submissions``; see the module docstring for what is written.
@@ -185,7 +180,7 @@ def grade_folder(assignment: str, submissions: Path, *, dist: Path | None = None
             row["total"] = sum(row[q] for q in qs)
             row["possible"] = sum(qs.values())
             rows.append(row)
-            _atomic_write_text(out / "feedback" / f"{path.stem}.txt", feedback)
+            atomic_write_text(out / "feedback" / f"{path.stem}.txt", feedback)
     table = pd.DataFrame(rows, columns=["submission", *qs, "total", "possible", "status"])
     csv = out / "grades.csv"
     if csv.exists():  # keep the previous table: a rerun never loses grades
@@ -195,7 +190,7 @@ def grade_folder(assignment: str, submissions: Path, *, dist: Path | None = None
         while kept.exists():
             kept, n = out / f"grades-{stamp}-{n}.csv", n + 1
         os.replace(csv, kept)
-    _atomic_write_text(csv, table.to_csv(index=False))
+    atomic_write_text(csv, table.to_csv(index=False))
     if len(table):
         _plot(table, qs, out / "grades.png", assignment)
     return table
