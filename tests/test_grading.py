@@ -54,6 +54,11 @@ MISTAKES = {
     "softmax_twice": ("def kl_divergence", "F.log_softmax(student_logits / T, dim=-1)",
                       "F.log_softmax(F.softmax(student_logits / T, dim=-1), dim=-1)", "q1", "softmax applied twice"),
     "no_t_squared": ("def distillation_loss", "alpha * T * T * soft", "alpha * soft", "q3", "T^2 factor is missing"),
+    "tv_without_half": ("def kl_probs", "round(float(0.5 * (ref - x).abs().sum()), 4)", "round(float((ref - x).abs().sum()), 4)",
+                        "q5", "reverse_kl or total_variation is wrong"),
+    "distances_agree": ("dirichlet = torch", '"u": u.tolist(), "v": v.tolist()', '"u": v.tolist(), "v": u.tolist()',
+                        "q6", "do not disagree as asked"),
+    "scaled_by_t": ("temperatures = [", "scaled = {T: T**2 * n", "scaled = {T: T * n", "q7", "not the autograd gradient norms"),
 }
 
 
@@ -77,10 +82,10 @@ def test_grading_fixtures_and_broken_submissions(dist, tmp_path):
     out = tmp_path / "grades"
     table = grading.grade_folder("a1_kd_losses", subs, dist=dist, out=out, timeout=40, jobs=2, progress=False)
     by = table.set_index("submission")
-    qs = ["q1", "q2", "q3", "q4", "q5"]
-    full = {"q1": 3, "q2": 2, "q3": 3, "q4": 1, "q5": 1}
+    full = {"q1": 3, "q2": 2, "q3": 3, "q4": 1, "q5": 3, "q6": 2, "q7": 2}
+    qs = list(full)
     assert len(table) == len(list(subs.iterdir())), "one row per submission"
-    assert by.loc["solution.ipynb", "total"] == 10 and by.loc["solution.ipynb", "status"] == "graded"
+    assert by.loc["solution.ipynb", "total"] == 16 and by.loc["solution.ipynb", "status"] == "graded"
     assert by.loc["untouched_student.ipynb", "total"] == 0
     for name, (_, _, _, question, words) in MISTAKES.items():
         row = by.loc[f"{name}.ipynb"]
@@ -93,7 +98,7 @@ def test_grading_fixtures_and_broken_submissions(dist, tmp_path):
     syntax = by.loc["syntax_error.ipynb"]
     assert syntax.q2 == 0 and syntax.q1 == 3, "a cell that does not compile costs that question, not the batch"
     deleted = by.loc["grader_cells_deleted.ipynb"]
-    assert deleted.total == 10 and "grader cells deleted" in deleted.status
+    assert deleted.total == 16 and "grader cells deleted" in deleted.status
 
     csv = pd.read_csv(out / "grades.csv")
     assert list(csv.columns) == ["submission", *qs, "total", "possible", "status"] and len(csv) == len(table)
