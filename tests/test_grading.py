@@ -23,7 +23,7 @@ def dist(assigned):
 
 
 def test_assignment_list():
-    assert ASSIGNMENTS == ["a1_kd_losses", "a2_wrong_dataset", "a3_distill_and_report"]
+    assert ASSIGNMENTS == ["a1_kd_losses", "a2_wrong_dataset", "a3_distill_and_report", "a4_context_distillation"]
 
 
 @pytest.mark.parametrize("name", [a for a in ASSIGNMENTS if a != "a1_kd_losses"])
@@ -80,7 +80,7 @@ def test_grading_fixtures_and_broken_submissions(dist, tmp_path):
     nbformat.write(nb, subs / "grader_cells_deleted.ipynb")
 
     out = tmp_path / "grades"
-    table = grading.grade_folder("a1_kd_losses", subs, dist=dist, out=out, timeout=40, jobs=2, progress=False)
+    table = grading.grade_folder("a1_kd_losses", subs, dist=dist, out=out, timeout=75, jobs=2, progress=False)
     by = table.set_index("submission")
     full = {"q1": 3, "q2": 2, "q3": 3, "q4": 1, "q5": 3, "q6": 2, "q7": 2}
     qs = list(full)
