@@ -6,6 +6,7 @@ notebook's own set-up cell installing kdutils (from a wheel of this checkout) an
 (from a local folder of wheels). The simulations run two at a time, once per session; each test
 below reads one result.
 """
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -79,10 +80,17 @@ def simulations(tmp_path_factory, assigned):
     slow_first = sorted(jobs, key=lambda k: ("answered" not in k, k))     # the long ones start first
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = dict(pool.map(one, slow_first))
-    print(f"\nColab simulation: {len(results)} runs in {time.perf_counter() - start:.0f} s (two at a time)")
+    wall = time.perf_counter() - start
+    print(f"\nColab simulation: {len(results)} runs in {wall:.0f} s (two at a time)")
     for key in sorted(results):
         r = results[key]
         print(f"  {key:40s} {'ok' if r.error is None else 'FAILED'} {r.seconds:6.1f} s")
+    # the same summary for CI's records, beside the notebooks' results (make test: build/test-results/)
+    summary = {"wall_seconds": round(wall, 1), "runs": {k: {"ok": r.error is None, "seconds": round(r.seconds, 1),
+                                                            "error": r.error} for k, r in sorted(results.items())}}
+    out = Path(os.environ.get("KD_RESULTS_DIR", ROOT / "build" / "test-results"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "colab_simulation.json").write_text(json.dumps(summary, indent=2))
     return results
 
 
