@@ -22,6 +22,7 @@ import os
 import random
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +163,6 @@ def _directory(variable: str, default: Path, *, required: bool) -> Path:
         message = f"{shown}: cannot create the folder {str(path)!r} ({exc.strerror})"
         if required:
             raise ConfigError(f"{message}; point it at a folder you can write") from None
-        import warnings
         warnings.warn(f"{message}: working without a cache", RuntimeWarning, stacklevel=3)
     return path
 

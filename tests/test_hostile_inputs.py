@@ -41,7 +41,7 @@ def no_gpu(monkeypatch):
 ])
 def test_bad_environment_values_are_named(monkeypatch, no_gpu, variable, value, words):
     monkeypatch.setenv(variable, value)
-    with pytest.raises(runtime.ConfigError, match=None) as err:
+    with pytest.raises(runtime.ConfigError) as err:
         runtime.describe()
         runtime.seed_everything()
     assert words in str(err.value) and repr(value) in str(err.value)
