@@ -13,7 +13,7 @@ WHEELHOUSE := $(VENV)/wheelhouse
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: run test lab venv clean info assignments grade
+.PHONY: run test check lab venv clean info assignments grade
 
 venv: $(STAMP)
 
@@ -35,6 +35,12 @@ test: $(STAMP)
 	KD_PROFILE=smoke KD_RESULTS_DIR=$(CURDIR)/build/test-results KD_CACHE_DIR=$(CURDIR)/build/test-cache \
 	  KD_WHEELHOUSE=$(abspath $(WHEELHOUSE)) MPLBACKEND=Agg \
 	  $(PY) -m pytest -q tests --nbval-lax notebooks/[0-9][0-9]_*.ipynb
+
+## make check: what CI runs: make test, then every notebook at the full profile, every claim's assert
+## included (KD_SEED=0, the CPU; executed copies in build/check/)
+check: test
+	KD_PROFILE=full KD_SEED=0 KD_DEVICE=cpu KD_RESULTS_DIR=$(CURDIR)/build/check/results MPLBACKEND=Agg \
+	  $(PY) -m kdutils run --out $(CURDIR)/build/check --no-html
 
 ## make lab: open JupyterLab in the course's environment
 lab: $(STAMP)

@@ -7,7 +7,11 @@ Modules, each one concept:
 * ``data``     -- digits and MNIST-1D, offline, cached
 * ``models``   -- the teachers and students of the course
 * ``train``    -- one training loop for supervised training and distillation
-* ``metrics``  -- accuracy, fidelity (agreement, predictive KL), calibration
+* ``metrics``  -- accuracy, fidelity (agreement, predictive KL), calibration, comparing arms over seeds
+* ``diagnose`` -- is the student trained on what it will see when deployed?
+* ``sensors``  -- the two-sensor task of notebook 04 and assignment a2 (x and its simplified x')
+* ``tasks``    -- the toy instruction language of notebook 05
+* ``fullrun``  -- the full GPU teacher -> student run of notebook 06
 * ``report``   -- save a notebook's figures as JSON
 
 The course tooling (running the notebooks, Colab set-up cells, grading) lives apart, in

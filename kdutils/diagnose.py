@@ -6,7 +6,7 @@ The distillation objective of the source material sums over the *simplified* inp
 
 A pipeline that feeds the student the teacher's inputs x instead trains without error, with a
 *lower* loss, and fails at deployment. These checks compare what a training step actually fed the
-student (``history.attrs["student_inputs"]`` from ``kdutils.train.fit``) with a sample of deployment
+student (``result.fed``, or the ``FitResult`` itself, from ``kdutils.train.fit``) with a sample of deployment
 inputs:
 
 * ``compare_inputs``: per-channel mean, std, fraction of exact zeros, min and max side by side, with
@@ -25,7 +25,7 @@ import torch
 
 def _channels(x: torch.Tensor) -> torch.Tensor:
     """(N, ...) -> (N, channels, features): 3-D inputs keep their channels, the rest are one channel."""
-    x = getattr(x, "inputs", x)   # a kdutils.train.InputSample, or a tensor
+    x = getattr(x, "fed", x)   # a kdutils.train.FitResult, or a tensor
     x = torch.as_tensor(x).detach().float().cpu()
     if x.dim() < 2:
         raise ValueError(f"expected a batch of inputs (N, ...), got shape {tuple(x.shape)}")

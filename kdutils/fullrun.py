@@ -27,7 +27,7 @@ import pickle
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -207,7 +207,7 @@ class RunConfig:
     def for_scale(cls, scale: str, dataset: str, **overrides) -> "RunConfig":
         presets = {
             "gpu": dict(),
-            "cpu": dict(teacher_widths=(32, 64, 128), student_widths=(8, 16, 32), teacher_epochs=12,
+            "cpu": dict(teacher_widths=(32, 64, 128), student_widths=(4, 8, 16), teacher_epochs=12,
                         student_epochs=12, batch_size=128, lr=0.1),
             "smoke": dict(teacher_widths=(16, 32, 32), student_widths=(8, 8, 16), teacher_epochs=2,
                           student_epochs=2, batch_size=64, lr=0.1, n_train=256),
@@ -303,12 +303,15 @@ def predict(model, loader: DeviceLoader):
 
 
 def train_model(role: str, model: nn.Module, train_loader: DeviceLoader, test_loader: DeviceLoader, cfg: RunConfig, *,
-                checkpoint_dir: Path, teacher: nn.Module | None = None, progress: bool = True):
-    """Train (or resume, or reuse) one model; returns (model, history DataFrame, info dict)."""
+                checkpoint_dir: Path, teacher: nn.Module | None = None, progress: bool = True, name: str | None = None):
+    """Train (or resume, or reuse) one model; returns (model, history DataFrame, info dict).
+
+    ``role`` is teacher, scratch or distilled; ``name`` (default: the role) names its checkpoint file."""
+    name = name or role
     device = train_loader.device
     epochs = cfg.teacher_epochs if role == "teacher" else cfg.student_epochs
     model = model.to(device).to(memory_format=torch.channels_last)
-    path = Path(checkpoint_dir) / f"{role}.pt"
+    path = Path(checkpoint_dir) / f"{name}.pt"
     expected = cfg.model_config(role)
     state = load_checkpoint(path, expected)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
@@ -331,7 +334,7 @@ def train_model(role: str, model: nn.Module, train_loader: DeviceLoader, test_lo
             plain = DeviceLoader(train_loader.images.cpu(), train_loader.labels.cpu(), batch_size=1024, device=device,
                                  augment=False, shuffle=False, mean=train_loader.mean.flatten(), std=train_loader.std.flatten())
             fixed_targets = predict(teacher, plain)
-    bar = tqdm(range(start_epoch, epochs), desc=role, initial=start_epoch, total=epochs, disable=not progress, leave=False)
+    bar = tqdm(range(start_epoch, epochs), desc=name, initial=start_epoch, total=epochs, disable=not progress, leave=False)
     for epoch in bar:
         model.train()
         if device.type == "cuda":
@@ -375,8 +378,14 @@ def train_model(role: str, model: nn.Module, train_loader: DeviceLoader, test_lo
 
 
 def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | os.PathLike = "data",
-        device=None, progress: bool = True) -> dict:
-    """Teacher, scratch student, distilled student; returns the results table, histories and logits."""
+        device=None, progress: bool = True, student_seeds=None) -> dict:
+    """Teacher, scratch student, distilled student; returns the results table, histories and logits.
+
+    The teacher is trained once (``cfg.seed``). ``student_seeds`` (default: ``cfg.seed`` alone) trains
+    the scratch and distilled students once per seed (its initial weights and its batches), so that
+    ``out["seeds"]`` can say whether distillation beat scratch by more than the seed-to-seed noise;
+    ``table``, ``histories`` and ``logits`` are those of the first seed.
+    """
     device = torch.device(device) if device is not None else runtime.device()
     if cfg.dataset == "cifar10":
         x_tr, y_tr, x_te, y_te = load_cifar10(data_root)
@@ -386,27 +395,42 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
         raise ValueError(f"dataset must be 'cifar10' or 'digits32', got {cfg.dataset!r}")
     if cfg.n_train:
         x_tr, y_tr = x_tr[:cfg.n_train], y_tr[:cfg.n_train]
-    torch.manual_seed(cfg.seed)
-    train_loader = DeviceLoader(x_tr, y_tr, batch_size=cfg.batch_size, device=device, augment=cfg.augment,
-                                shuffle=True, seed=cfg.seed, drop_last=len(x_tr) > cfg.batch_size)
+    seeds = [int(s) for s in (student_seeds if student_seeds is not None else [cfg.seed])]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"student_seeds must be distinct seeds, at least one, got {student_seeds!r}")
+
+    def loader(seed):
+        return DeviceLoader(x_tr, y_tr, batch_size=cfg.batch_size, device=device, augment=cfg.augment,
+                            shuffle=True, seed=seed, drop_last=len(x_tr) > cfg.batch_size)
+
+    train_loader = loader(cfg.seed)
     test_loader = DeviceLoader(x_te, y_te, batch_size=1024, device=device, augment=False, shuffle=False,
                                mean=train_loader.mean.flatten(), std=train_loader.std.flatten())
-    results, histories, logits, models_ = [], {}, {}, {}
-    for role, widths, teacher in [("teacher", cfg.teacher_widths, None), ("scratch", cfg.student_widths, None),
-                                  ("distilled", cfg.student_widths, "teacher")]:
-        torch.manual_seed(cfg.seed)
-        model = ConvNet(widths)
-        model, hist, info = train_model(role, model, train_loader, test_loader, cfg, checkpoint_dir=Path(checkpoint_dir),
-                                        teacher=models_.get(teacher), progress=progress)
-        models_[role], histories[role], logits[role] = model, hist, predict(model, test_loader)
-        results.append({"model": role, "parameters": sum(p.numel() for p in model.parameters()),
-                        "accuracy": metrics.accuracy(logits[role], y_te.to(device)),
-                        "agreement with teacher": metrics.top1_agreement(logits[role], logits["teacher"]),
-                        "train seconds": info["train_seconds"], "images/s": info["images_per_s"],
-                        "precision": info["precision"], "resumed from epoch": info["resumed_from_epoch"]})
-    return {"table": pd.DataFrame(results).set_index("model"), "histories": histories,
-            "logits": {k: v.cpu() for k, v in logits.items()}, "labels": y_te.cpu(), "config": asdict(cfg),
-            "device": str(device)}
+    labels = y_te.to(device)
+    results, per_seed, histories, logits, models_ = [], [], {}, {}, {}
+    jobs = [("teacher", cfg.seed)] + [(role, s) for s in seeds for role in ("scratch", "distilled")]
+    for role, seed in jobs:
+        run_cfg = cfg if seed == cfg.seed else replace(cfg, seed=seed)
+        first = seed == seeds[0] or role == "teacher"
+        torch.manual_seed(seed)
+        model = ConvNet(cfg.teacher_widths if role == "teacher" else cfg.student_widths)
+        model, hist, info = train_model(role, model, train_loader if seed == cfg.seed else loader(seed), test_loader,
+                                        run_cfg, checkpoint_dir=Path(checkpoint_dir), progress=progress,
+                                        teacher=models_["teacher"] if role == "distilled" else None,
+                                        name=role if seed == cfg.seed else f"{role}-seed{seed}")
+        z = predict(model, test_loader)
+        row = {"model": role, "parameters": sum(p.numel() for p in model.parameters()),
+               "accuracy": metrics.accuracy(z, labels),
+               "agreement with teacher": metrics.top1_agreement(z, logits["teacher"]) if role != "teacher" else 1.0}
+        per_seed.append({"seed": seed, **row})
+        if first:
+            models_[role], histories[role], logits[role] = model, hist, z
+            results.append({**row, "train seconds": info["train_seconds"], "images/s": info["images_per_s"],
+                            "precision": info["precision"], "resumed from epoch": info["resumed_from_epoch"]})
+    return {"table": pd.DataFrame(results).set_index("model"), "seeds": pd.DataFrame(per_seed),
+            "histories": histories, "logits": {k: v.cpu() for k, v in logits.items()}, "labels": y_te.cpu(),
+            "config": asdict(cfg), "student_seeds": seeds, "teacher_model": models_["teacher"],
+            "student_model": models_["distilled"], "device": str(device)}
 
 
 def _positive_int(text: str) -> int:

@@ -2,7 +2,9 @@ r"""One readable training loop, for plain supervised training and for distillati
 
 ``fit(model, x, y, ...)`` minimises cross-entropy on the labels. Give it a ``teacher`` and it
 distils instead: each step feeds the same rows to both models and minimises ``loss_fn(student_logits,
-teacher_logits, labels)`` (default: Hinton's ``distillation_loss`` with ``temperature``, ``alpha``).
+teacher_logits, labels)`` (default: Hinton's ``distillation_loss`` with ``temperature`` (default 4) and ``alpha`` (default
+0.9; 1 when there are no labels)). Options the run would ignore (a ``temperature`` with a custom
+``loss_fn``, a ``loss_fn`` without a teacher, ...) are refused with a ``ValueError``.
 
 The teacher's inputs can differ from the student's (``teacher_x``): the objective of the source
 material, sum over x' in D' of KL(p_t(. | x) || p_s(. | x')), feeds the teacher the full input x
@@ -13,10 +15,12 @@ Unlabeled transfer data (``transfer_x``) is appended to the training set with th
 it contributes the soft term only (and requires a teacher).
 
 The learning rate is constant (the default, as in the MNIST-1D paper) or decays to 0 on a cosine (``schedule="cosine"``).
+The length of a run is ``epochs`` passes over the data, or exactly ``steps`` optimiser steps: to
+compare arms trained on data sets of different sizes, give them the same ``steps`` (and schedule).
 
-Returns the per-epoch history as a ``pandas.DataFrame``: epoch, train loss, and the accuracy on
-each of ``eval_sets``; ``history.attrs["student_inputs"]`` keeps the first batch the model was
-actually fed, to compare with deployment inputs (``kdutils.diagnose``).
+Returns a ``FitResult``: the per-epoch ``history`` (a ``pandas.DataFrame``: epoch, steps done, train loss, the
+accuracy on each of ``eval_sets``), ``fed``, the first batch exactly as the model was fed it (to
+compare with deployment inputs, ``kdutils.diagnose``), and ``steps``, the optimiser steps taken.
 """
 from __future__ import annotations
 
@@ -35,10 +39,12 @@ from .losses import distillation_loss
 from .metrics import accuracy
 
 
-@dataclass(eq=False)   # compared by identity, so pandas can carry it in DataFrame.attrs
-class InputSample:
-    """A batch of inputs exactly as the training loop fed them to the model."""
-    inputs: torch.Tensor
+@dataclass
+class FitResult:
+    """What ``fit`` returns."""
+    history: pd.DataFrame    # one row per epoch: epoch, step (steps done), train_loss, <eval set>_acc
+    fed: torch.Tensor        # the first batch of inputs exactly as the loop fed them to the model
+    steps: int               # optimiser steps taken
 
 
 @torch.inference_mode()
@@ -54,12 +60,12 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 4096) -> tor
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
         teacher: nn.Module | None = None, teacher_x: torch.Tensor | None = None,
         transfer_x: torch.Tensor | None = None, transfer_teacher_x: torch.Tensor | None = None,
-        loss_fn: Callable | None = None, temperature: float = 4.0, alpha: float = 0.9,
-        epochs: int = 10, batch_size: int = 100, lr: float = 1e-2, weight_decay: float = 0.0,
-        schedule: str = "constant",
+        loss_fn: Callable | None = None, temperature: float | None = None, alpha: float | None = None,
+        epochs: int | None = None, steps: int | None = None, batch_size: int = 100, lr: float = 1e-2,
+        weight_decay: float = 0.0, schedule: str = "constant",
         eval_sets: dict | None = None, seed: int | None = None, progress: bool = True,
-        desc: str = "train") -> pd.DataFrame:
-    """Train ``model`` in place and return its per-epoch history (see the module docstring)."""
+        desc: str = "train") -> FitResult:
+    """Train ``model`` in place for ``epochs`` (default 10) or exactly ``steps``; see the module docstring."""
     if y is None and teacher is None:
         raise ValueError("supervised training needs labels y; pass a teacher to distil without labels")
     if y is not None and len(y) != len(x):
@@ -68,8 +74,19 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
         raise ValueError(f"teacher_x must pair row by row with x: {len(teacher_x)} vs {len(x)} rows")
     if transfer_x is not None and teacher is None:
         raise ValueError("transfer_x is unlabeled: it needs a teacher to provide the targets")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if epochs is not None and steps is not None:
+        raise ValueError("give epochs or steps, not both")
+    if (epochs is not None and epochs < 1) or (steps is not None and steps < 1):
+        raise ValueError(f"epochs and steps must be >= 1, got epochs={epochs}, steps={steps}")
+    if loss_fn is not None and teacher is None:
+        raise ValueError("loss_fn is a distillation loss (student, teacher, labels): it needs a teacher")
+    if loss_fn is not None and (temperature is not None or alpha is not None):
+        raise ValueError("temperature and alpha configure the default loss; with a custom loss_fn they would be "
+                         "ignored: set them inside loss_fn instead")
+    if teacher is None and (temperature is not None or alpha is not None):
+        raise ValueError("temperature and alpha only apply to distillation: pass a teacher, or leave them out")
+    if teacher is None and teacher_x is not None:
+        raise ValueError("teacher_x is the teacher's view of x: it needs a teacher")
     seed = runtime.seed() if seed is None else seed
     gen = torch.Generator().manual_seed(seed)
 
@@ -86,22 +103,27 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
             t_in = torch.cat([t_in, transfer_teacher_x if transfer_teacher_x is not None else transfer_x])
         targets = predict(teacher, t_in)
         if loss_fn is None:
-            loss_fn = lambda s, t, lab: distillation_loss(s, t, lab, temperature=temperature,
-                                                          alpha=alpha if y is not None else 1.0)
+            if y is None and alpha not in (None, 1.0):
+                raise ValueError(f"without labels the loss is the soft term alone (alpha = 1), got alpha={alpha}")
+            T, a = 4.0 if temperature is None else temperature, (0.9 if alpha is None else alpha) if y is not None else 1.0
+            loss_fn = lambda s, t, lab: distillation_loss(s, t, lab, temperature=T, alpha=a)
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(inputs) // batch_size)
-    total_steps = epochs * steps_per_epoch
+    total_steps = steps if steps is not None else (epochs or 10) * steps_per_epoch
+    epochs = -(-total_steps // steps_per_epoch)        # the last epoch may stop part-way when `steps` is given
     sched = torch.optim.lr_scheduler.LambdaLR(  # cosine decay from lr to 0 over the whole run
         opt, (lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))) if schedule == "cosine" else (lambda step: 1.0))
     eval_sets = eval_sets or {}
-    rows, fed = [], None
+    rows, fed, done = [], None, 0
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         model.train()
-        total, steps = torch.zeros((), device=inputs.device), 0
+        total, n_steps = torch.zeros((), device=inputs.device), 0
         for idx in batches(len(inputs), batch_size, generator=gen, device=inputs.device):
+            if done == total_steps:
+                break
             batch = inputs[idx]
             if fed is None:
                 fed = batch.detach().cpu().clone()     # exactly what the model was fed, for diagnosis
@@ -115,13 +137,12 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
             opt.step()
             sched.step()
             total += loss.detach()
-            steps += 1
-        row = {"epoch": epoch, "train_loss": (total / steps).item()}
+            n_steps += 1
+            done += 1
+        row = {"epoch": epoch, "step": done, "train_loss": (total / n_steps).item()}
         for name, (ex, ey) in eval_sets.items():
             row[f"{name}_acc"] = accuracy(predict(model, ex), ey)
         rows.append(row)
-        bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
+        bar.set_postfix({k: round(v, 4) for k, v in row.items() if k not in ("epoch", "step")})
     model.eval()
-    history = pd.DataFrame(rows)
-    history.attrs["student_inputs"] = InputSample(fed)   # the first batch the student saw (kdutils.diagnose)
-    return history
+    return FitResult(history=pd.DataFrame(rows), fed=fed, steps=done)

@@ -158,3 +158,25 @@ def test_precision_bf16_only_from_compute_capability_8(monkeypatch, capability, 
             warnings.simplefilter("ignore")
             _, scaler, name = fullrun.precision(torch.device("cuda"))
         assert name == "fp16" and scaler is not None, "fp16 needs a gradient scaler"
+
+
+def test_run_trains_the_teacher_once_and_each_student_per_seed(tmp_path):
+    cfg = fullrun.RunConfig.for_scale("smoke", "digits32", n_train=128, teacher_epochs=1, student_epochs=1)
+    out = fullrun.run(cfg, checkpoint_dir=tmp_path, device="cpu", progress=False, student_seeds=[0, 5])
+    seeds = out["seeds"]
+    assert sorted(zip(seeds.model, seeds.seed)) == [("distilled", 0), ("distilled", 5), ("scratch", 0),
+                                                    ("scratch", 5), ("teacher", 0)]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["distilled-seed5.pt", "distilled.pt", "scratch-seed5.pt",
+                                                           "scratch.pt", "teacher.pt"]
+    a = seeds.set_index(["model", "seed"]).accuracy
+    assert out["table"].loc["scratch", "accuracy"] == a["scratch", 0], "the table is the first seed's"
+    # different seeds, different students (initial weights and batch order)
+    s0 = torch.load(tmp_path / "scratch.pt", weights_only=False)["model"]
+    s5 = torch.load(tmp_path / "scratch-seed5.pt", weights_only=False)["model"]
+    assert any(not torch.equal(s0[k], s5[k]) for k in s0)
+    # a rerun reuses every finished model
+    again = fullrun.run(cfg, checkpoint_dir=tmp_path, device="cpu", progress=False, student_seeds=[0, 5])
+    assert (again["table"]["resumed from epoch"] == 1).all()
+    assert again["seeds"].accuracy.tolist() == seeds.accuracy.tolist()
+    with pytest.raises(ValueError, match="distinct"):
+        fullrun.run(cfg, checkpoint_dir=tmp_path, device="cpu", progress=False, student_seeds=[1, 1])

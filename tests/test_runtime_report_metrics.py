@@ -1,4 +1,5 @@
 import json
+import numpy as np
 
 import pandas as pd
 import pytest
@@ -116,3 +117,26 @@ def test_ece_perfect_and_overconfident():
     z = F.one_hot(torch.zeros(10, dtype=torch.long), 4).float() * logit
     labels = torch.tensor([0] * 6 + [1] * 4)
     assert metrics.expected_calibration_error(z, labels) == pytest.approx(0.3, abs=1e-5)
+
+
+def test_compare_seeds_against_direct_computation():
+    a, b = [0.70, 0.72, 0.71], [0.60, 0.58, 0.59]
+    r = metrics.compare_seeds(a, b)
+    assert r["difference"] == pytest.approx(0.71 - 0.59)
+    # Welch-style standard error, t quantile for 4 degrees of freedom (scipy.stats.t.ppf(0.975, 4) = 2.776)
+    se = np.sqrt(np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 3)
+    assert r["noise"] == pytest.approx(2.776 * se)
+    assert r["exceeds_noise"] is True
+    # a gap inside the interval is noise, whatever its sign
+    r = metrics.compare_seeds([0.70, 0.75, 0.65], [0.69, 0.70, 0.71])
+    assert r["exceeds_noise"] is False and r["difference"] == pytest.approx(0.0)
+    assert metrics.compare_seeds(b, a)["difference"] == pytest.approx(-0.12)
+    # two seeds per arm: t for 2 degrees of freedom, so the same spread needs a larger gap
+    assert metrics.compare_seeds([0.70, 0.72], [0.60, 0.58])["noise"] == pytest.approx(4.303 * np.sqrt(0.0002 / 2 + 0.0002 / 2))
+    scipy_t = pytest.importorskip("scipy.stats").t
+    assert all(abs(metrics._t975(df) - scipy_t.ppf(0.975, df)) < 1e-3 for df in (1, 2, 4, 10, 30))
+    assert metrics._t975(11) == 2.228 >= scipy_t.ppf(0.975, 11) and metrics._t975(100) >= scipy_t.ppf(0.975, 100)
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.compare_seeds([0.7], [0.6, 0.5])
+    with pytest.raises(ValueError, match="finite"):
+        metrics.compare_seeds([0.7, float("nan")], [0.6, 0.5])

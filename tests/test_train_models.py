@@ -30,14 +30,13 @@ def test_fit_supervised_learns_and_is_deterministic():
     for _ in range(2):
         runtime.seed_everything(0)
         m = models.MLP(10, 3, hidden=16)
-        h = train.fit(m, x, y, epochs=5, eval_sets={"train": (x, y)}, seed=3, progress=False)
-        runs.append((h, [p.detach().clone() for p in m.parameters()]))
-    (h, w), (h2, w2) = runs
-    assert isinstance(h, pd.DataFrame) and list(h.columns) == ["epoch", "train_loss", "train_acc"]
+        r = train.fit(m, x, y, epochs=5, eval_sets={"train": (x, y)}, seed=3, progress=False)
+        runs.append((r.history, [p.detach().clone() for p in m.parameters()], r))
+    (h, w, r), (h2, w2, _) = runs
+    assert isinstance(h, pd.DataFrame) and list(h.columns) == ["epoch", "step", "train_loss", "train_acc"]
     assert h.train_acc.iloc[-1] > 0.95 and h.train_loss.iloc[-1] < h.train_loss.iloc[0]
     assert all(torch.equal(a, b) for a, b in zip(w, w2)), "same seed, same weights"
-    assert h.attrs["student_inputs"].inputs.shape == (100, 10)
-    assert pd.concat([h, h2]).shape == (10, 3)  # the recorded sample does not break pandas
+    assert r.fed.shape == (100, 10) and r.steps == 5 * 4     # 400 rows, batches of 100
 
 
 def test_fit_distillation_matches_teacher_and_uses_teacher_inputs():
@@ -59,7 +58,7 @@ def test_fit_distillation_matches_teacher_and_uses_teacher_inputs():
     perm = x[:, torch.randperm(10)]
     s2 = models.MLP(10, 3, hidden=8)
     h = train.fit(s2, perm, None, teacher=teacher, teacher_x=x, epochs=20, progress=False)
-    fed = h.attrs["student_inputs"].inputs
+    fed = h.fed
     assert any(torch.equal(row, p) for row in fed[:1] for p in perm), "the student was fed x', not x"
     assert metrics.top1_agreement(train.predict(s2, perm), zt) > 0.9
 
@@ -94,6 +93,27 @@ def test_fit_rejects_bad_configuration():
         train.fit(m, x, y, teacher=m, teacher_x=x[:5], progress=False)
     with pytest.raises(ValueError, match="schedule"):
         train.fit(m, x, y, schedule="step", progress=False)
+    with pytest.raises(ValueError, match="not both"):
+        train.fit(m, x, y, epochs=2, steps=5, progress=False)
+    # options the run would silently ignore are refused
+    with pytest.raises(ValueError, match="ignored"):
+        train.fit(m, x, y, teacher=m, loss_fn=lambda s, t, lab: s.sum(), temperature=2.0, progress=False)
+    with pytest.raises(ValueError, match="only apply to distillation"):
+        train.fit(m, x, y, alpha=0.5, progress=False)
+    with pytest.raises(ValueError, match="needs a teacher"):
+        train.fit(m, x, y, loss_fn=lambda s, t, lab: s.sum(), progress=False)
+    with pytest.raises(ValueError, match="alpha = 1"):
+        train.fit(m, x, None, teacher=m, alpha=0.5, progress=False)
+
+
+def test_fit_steps_are_exact_and_match_across_data_sizes():
+    x, y = toy()                                   # 400 rows: 4 batches of 100 per epoch
+    for n, steps in [(400, 7), (50, 7), (400, 1)]:
+        m = models.MLP(10, 3, hidden=8)
+        r = train.fit(m, x[:n], y[:n], steps=steps, schedule="cosine", progress=False,
+                      eval_sets={"train": (x, y)})
+        assert r.steps == steps, (n, steps)
+        assert len(r.history) == -(-steps // -(-n // 100)), "one history row per (possibly partial) epoch"
 
 
 def test_diagnose_flags_a_different_input_distribution():
