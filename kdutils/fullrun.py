@@ -112,10 +112,14 @@ def load_digits32():
 # ----------------------------------------------------------------------------- data on the device
 
 class DeviceLoader:
-    """Batches of a uint8 image tensor kept on the device; normalise and augment on the device."""
+    """Batches of a uint8 image tensor kept on the device; normalise and augment on the device.
+
+    One pass (an "epoch") goes ``repeats`` times through the images, each time in a new order."""
 
     def __init__(self, images, labels, *, batch_size: int, device, augment: bool, shuffle: bool,
-                 mean=None, std=None, seed: int = 0, drop_last: bool = False):
+                 mean=None, std=None, seed: int = 0, drop_last: bool = False, repeats: int = 1):
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
@@ -130,11 +134,12 @@ class DeviceLoader:
         self.mean = torch.as_tensor(mean, device=self.device, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.as_tensor(std, device=self.device, dtype=torch.float32).view(1, -1, 1, 1)
         self.batch_size, self.augment, self.shuffle, self.drop_last = batch_size, augment, shuffle, drop_last
+        self.repeats = repeats
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def __len__(self):
         n = len(self.images)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return self.repeats * (n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size))
 
     def normalise(self, x_uint8):
         return ((x_uint8.float() / 255 - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
@@ -154,12 +159,13 @@ class DeviceLoader:
 
     def __iter__(self):
         n = len(self.images)
-        order = torch.randperm(n, device=self.device, generator=self.generator) if self.shuffle else torch.arange(n, device=self.device)
         stop = n - n % self.batch_size if self.drop_last else n
-        for i in range(0, stop, self.batch_size):
-            idx = order[i:i + self.batch_size]
-            x = self.normalise(self.images[idx])
-            yield (self.augment_batch(x) if self.augment else x), self.labels[idx], idx
+        for _ in range(self.repeats):
+            order = torch.randperm(n, device=self.device, generator=self.generator) if self.shuffle else torch.arange(n, device=self.device)
+            for i in range(0, stop, self.batch_size):
+                idx = order[i:i + self.batch_size]
+                x = self.normalise(self.images[idx])
+                yield (self.augment_batch(x) if self.augment else x), self.labels[idx], idx
 
 
 # ----------------------------------------------------------------------------- models
@@ -201,24 +207,29 @@ class RunConfig:
     augment: bool = True
     seed: int = 0
     n_train: int | None = None                     # a subset, for smoke runs
+    n_labeled: int | None = None                   # only the first n_labeled images have labels (see run)
     compile: bool = False
 
     @classmethod
     def for_scale(cls, scale: str, dataset: str, **overrides) -> "RunConfig":
         presets = {
             "gpu": dict(),
-            "cpu": dict(teacher_widths=(32, 64, 128), student_widths=(4, 8, 16), teacher_epochs=12,
+            "cpu": dict(teacher_widths=(32, 64, 128), student_widths=(8, 16, 32), teacher_epochs=12,
                         student_epochs=12, batch_size=128, lr=0.1),
             "smoke": dict(teacher_widths=(16, 32, 32), student_widths=(8, 8, 16), teacher_epochs=2,
                           student_epochs=2, batch_size=64, lr=0.1, n_train=256),
         }
         if scale not in presets:
             raise ValueError(f"scale must be one of {sorted(presets)}, got {scale!r}")
+        if dataset == "digits32" and scale != "gpu":
+            # the CPU fallback: 1,347 easy images, of which only a few hundred keep their labels, so that
+            # the teacher has unlabeled views to label (as with notebook 03's transfer set)
+            presets[scale]["n_labeled"] = 64 if scale == "smoke" else 300
         return cls(dataset=dataset, **{**presets[scale], **overrides})
 
     def model_config(self, role: str) -> dict:
         """What a checkpoint of ``role`` must agree with to be resumed."""
-        keys = ["dataset", "batch_size", "lr", "weight_decay", "augment", "seed", "n_train"]
+        keys = ["dataset", "batch_size", "lr", "weight_decay", "augment", "seed", "n_train", "n_labeled"]
         out = {k: getattr(self, k) for k in keys}
         if role == "teacher":
             out.update(widths=list(self.teacher_widths), epochs=self.teacher_epochs)
@@ -385,6 +396,12 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
     the scratch and distilled students once per seed (its initial weights and its batches), so that
     ``out["seeds"]`` can say whether distillation beat scratch by more than the seed-to-seed noise;
     ``table``, ``histories`` and ``logits`` are those of the first seed.
+
+    ``cfg.n_labeled``: only the first ``n_labeled`` training images keep their labels. The teacher and
+    the scratch student train on those; the distilled student on every image, the others unlabeled
+    (label -100: the soft term only), as with notebook 03's transfer set. Every model then takes the
+    same number of optimiser steps per epoch: a model trained on the labeled part alone goes through
+    it several times per epoch (about as many batches as all the images make).
     """
     device = torch.device(device) if device is not None else runtime.device()
     if cfg.dataset == "cifar10":
@@ -399,13 +416,24 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"student_seeds must be distinct seeds, at least one, got {student_seeds!r}")
 
-    def loader(seed):
-        return DeviceLoader(x_tr, y_tr, batch_size=cfg.batch_size, device=device, augment=cfg.augment,
-                            shuffle=True, seed=seed, drop_last=len(x_tr) > cfg.batch_size)
+    n_lab = len(x_tr) if cfg.n_labeled is None else cfg.n_labeled
+    if not 0 < n_lab <= len(x_tr):
+        raise ValueError(f"n_labeled must be in [1, {len(x_tr)}] (the training images), got {cfg.n_labeled}")
+    y_all = y_tr.clone()
+    y_all[n_lab:] = -100                                  # unlabeled: only the distilled student uses them
+    stats = DeviceLoader(x_tr, y_tr, batch_size=cfg.batch_size, device=device, augment=False, shuffle=False)
 
-    train_loader = loader(cfg.seed)
+    def loader(seed, labeled_only, repeats=1):
+        x, y = (x_tr[:n_lab], y_tr[:n_lab]) if labeled_only else (x_tr, y_all)
+        return DeviceLoader(x, y, batch_size=cfg.batch_size, device=device, augment=cfg.augment, shuffle=True,
+                            seed=seed, drop_last=len(x) > cfg.batch_size, repeats=repeats,
+                            mean=stats.mean.flatten(), std=stats.std.flatten())
+
+    # an epoch is the same number of steps for every model: a model trained on the labeled part
+    # alone goes through it `passes` times per epoch (1 when every image is labeled)
+    passes = max(1, round(len(loader(cfg.seed, False)) / len(loader(cfg.seed, True))))
     test_loader = DeviceLoader(x_te, y_te, batch_size=1024, device=device, augment=False, shuffle=False,
-                               mean=train_loader.mean.flatten(), std=train_loader.std.flatten())
+                               mean=stats.mean.flatten(), std=stats.std.flatten())
     labels = y_te.to(device)
     results, per_seed, histories, logits, models_ = [], [], {}, {}, {}
     jobs = [("teacher", cfg.seed)] + [(role, s) for s in seeds for role in ("scratch", "distilled")]
@@ -414,7 +442,8 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
         first = seed == seeds[0] or role == "teacher"
         torch.manual_seed(seed)
         model = ConvNet(cfg.teacher_widths if role == "teacher" else cfg.student_widths)
-        model, hist, info = train_model(role, model, train_loader if seed == cfg.seed else loader(seed), test_loader,
+        train_loader = loader(seed, False) if role == "distilled" else loader(seed, True, repeats=passes)
+        model, hist, info = train_model(role, model, train_loader, test_loader,
                                         run_cfg, checkpoint_dir=Path(checkpoint_dir), progress=progress,
                                         teacher=models_["teacher"] if role == "distilled" else None,
                                         name=role if seed == cfg.seed else f"{role}-seed{seed}")

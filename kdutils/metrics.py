@@ -84,7 +84,7 @@ def _t975(df: int) -> float:
     return _T975[max(k for k in _T975 if k <= df)]      # rounded down: a larger (never optimistic) quantile
 
 
-def compare_seeds(a, b) -> dict:
+def compare_seeds(a, b, *, paired: bool = False) -> dict:
     r"""Is arm ``a`` different from arm ``b``, given each one's results over several seeds?
 
     ``a`` and ``b`` are per-seed values (at least 2 each). Returns the difference of the means
@@ -96,6 +96,11 @@ def compare_seeds(a, b) -> dict:
     the nearest tabulated degrees of freedom, so never optimistic), and ``exceeds_noise``: :math:`|d| >`
     noise. With 3 seeds per arm the noise is about 2.3 standard deviations; with 2 seeds, 4.3:
     two seeds can only show large differences.
+
+    ``paired=True`` is for arms run with the *same* seeds, in the same order, where a seed fixes
+    what both arms share (initial weights, batch order): the noise is then that of the per-seed
+    differences :math:`d_i = a_i - b_i`, :math:`t_{0.975,\,n-1}\, s_d / \sqrt{n}`, which removes the
+    seed-to-seed variation the two arms have in common.
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.ndim != 1 or b.ndim != 1 or len(a) < 2 or len(b) < 2:
@@ -103,5 +108,10 @@ def compare_seeds(a, b) -> dict:
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("per-seed values must be finite")
     d = float(a.mean() - b.mean())
-    noise = _t975(len(a) + len(b) - 2) * float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+    if paired:
+        if len(a) != len(b):
+            raise ValueError(f"paired comparison needs one value per seed in each arm, got {len(a)} and {len(b)}")
+        noise = _t975(len(a) - 1) * float((a - b).std(ddof=1) / np.sqrt(len(a)))
+    else:
+        noise = _t975(len(a) + len(b) - 2) * float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
     return {"difference": d, "noise": noise, "exceeds_noise": abs(d) > noise}

@@ -176,7 +176,23 @@ def test_run_trains_the_teacher_once_and_each_student_per_seed(tmp_path):
     assert any(not torch.equal(s0[k], s5[k]) for k in s0)
     # a rerun reuses every finished model
     again = fullrun.run(cfg, checkpoint_dir=tmp_path, device="cpu", progress=False, student_seeds=[0, 5])
-    assert (again["table"]["resumed from epoch"] == 1).all()
+    assert all(again["table"].loc[r, "resumed from epoch"] == len(again["histories"][r]) for r in again["histories"])
     assert again["seeds"].accuracy.tolist() == seeds.accuracy.tolist()
     with pytest.raises(ValueError, match="distinct"):
         fullrun.run(cfg, checkpoint_dir=tmp_path, device="cpu", progress=False, student_seeds=[1, 1])
+
+
+def test_run_with_few_labels_gives_every_model_the_same_steps(tmp_path):
+    cfg = fullrun.RunConfig.for_scale("smoke", "digits32")          # 256 images, 64 of them labeled
+    assert (cfg.n_train, cfg.n_labeled, cfg.batch_size) == (256, 64, 64)
+    out = fullrun.run(cfg, checkpoint_dir=tmp_path, device="cpu", progress=False)
+    assert {role: len(h) for role, h in out["histories"].items()} == {
+        "teacher": cfg.teacher_epochs, "scratch": cfg.student_epochs, "distilled": cfg.student_epochs}
+    # the labeled part is 1 batch, all the images 4: the teacher and the scratch student go through their
+    # part 4 times per epoch, so every model's schedule has the same number of steps
+    total = {r: torch.load(tmp_path / f"{r}.pt", weights_only=False)["sched"]["total_steps"] for r in out["histories"]}
+    assert total == {"teacher": 4 * cfg.teacher_epochs, "scratch": 4 * cfg.student_epochs, "distilled": 4 * cfg.student_epochs}
+    with pytest.raises(ValueError, match="n_labeled"):
+        fullrun.run(fullrun.RunConfig.for_scale("smoke", "digits32", n_labeled=0), checkpoint_dir=tmp_path / "x",
+                    device="cpu", progress=False)
+    assert fullrun.RunConfig.for_scale("gpu", "cifar10").n_labeled is None, "the GPU run keeps every label"

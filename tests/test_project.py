@@ -172,9 +172,25 @@ def test_cli_run_reports_failing_notebook_and_cell(tmp_path):
         assert noise not in out.stdout + out.stderr, f"make run prints the kernel's {noise!r} warning"
 
 
-def test_ci_calls_make_test_and_readme_shows_both_commands():
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+def test_ci_runs_make_check_which_runs_the_tests_then_every_notebook_at_full_scale():
+    ci = [line.split("#")[0].strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert "make check" in ci
+    makefile = (ROOT / "Makefile").read_text()
+    target = re.search(r"^check: (.*)\n((?:\t.*\n?)+)", makefile, re.M)
+    assert target and "test" in target[1].split(), "make check runs make test first"
+    recipe = target[2]
+    assert "KD_PROFILE=full" in recipe and "-m kdutils run" in recipe, "then every notebook at the full profile"
     readme = (ROOT / "README.md").read_text()
-    assert "make run" in readme and "make test" in readme
+    assert "make run" in readme and "make test" in readme and "make check" in readme
     for nb in NOTEBOOKS:
         assert nb.name in readme, f"README's notebook map misses {nb.name}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_ends_with_takeaways_and_references_and_has_an_exercise_with_its_answer_folded(path):
+    md = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    assert "## Key takeaways" in md and "## References" in md, f"{path.name}: key takeaways and references"
+    assert md.index("## Key takeaways") < md.index("## References")
+    if path.name[:2] in ("02", "03", "04", "05"):
+        assert "**Try it.**" in md and re.search(r"<details><summary>Answer</summary>.+?</details>", md, re.S), \
+            f"{path.name}: a 'try it' exercise with its answer folded away"

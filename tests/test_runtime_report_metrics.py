@@ -136,6 +136,14 @@ def test_compare_seeds_against_direct_computation():
     scipy_t = pytest.importorskip("scipy.stats").t
     assert all(abs(metrics._t975(df) - scipy_t.ppf(0.975, df)) < 1e-3 for df in (1, 2, 4, 10, 30))
     assert metrics._t975(11) == 2.228 >= scipy_t.ppf(0.975, 11) and metrics._t975(100) >= scipy_t.ppf(0.975, 100)
+    # paired seeds: a consistent per-seed gap is real even when the seeds themselves vary a lot
+    a, b = [0.29, 0.24, 0.24], [0.24, 0.17, 0.17]
+    assert not metrics.compare_seeds(a, b)["exceeds_noise"]
+    p = metrics.compare_seeds(a, b, paired=True)
+    d = np.subtract(a, b)
+    assert p["exceeds_noise"] and p["noise"] == pytest.approx(4.303 * d.std(ddof=1) / np.sqrt(3))
+    with pytest.raises(ValueError, match="one value per seed"):
+        metrics.compare_seeds([0.7, 0.6, 0.5], [0.6, 0.5], paired=True)
     with pytest.raises(ValueError, match="at least 2"):
         metrics.compare_seeds([0.7], [0.6, 0.5])
     with pytest.raises(ValueError, match="finite"):
