@@ -222,9 +222,9 @@ class RunConfig:
         if scale not in presets:
             raise ValueError(f"scale must be one of {sorted(presets)}, got {scale!r}")
         if dataset == "digits32" and scale != "gpu":
-            # the CPU fallback: 1,347 easy images, of which only a few hundred keep their labels, so that
-            # the teacher has unlabeled views to label (as with notebook 03's transfer set)
-            presets[scale]["n_labeled"] = 64 if scale == "smoke" else 300
+            # the CPU fallback: 1,347 easy images; the students have the labels of only a few of them,
+            # the teacher (trained with all) labels the rest for the distilled one
+            presets[scale]["n_labeled"] = 64 if scale == "smoke" else 100
         return cls(dataset=dataset, **{**presets[scale], **overrides})
 
     def model_config(self, role: str) -> dict:
@@ -397,11 +397,12 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
     ``out["seeds"]`` can say whether distillation beat scratch by more than the seed-to-seed noise;
     ``table``, ``histories`` and ``logits`` are those of the first seed.
 
-    ``cfg.n_labeled``: only the first ``n_labeled`` training images keep their labels. The teacher and
-    the scratch student train on those; the distilled student on every image, the others unlabeled
-    (label -100: the soft term only), as with notebook 03's transfer set. Every model then takes the
-    same number of optimiser steps per epoch: a model trained on the labeled part alone goes through
-    it several times per epoch (about as many batches as all the images make).
+    ``cfg.n_labeled``: the students have the labels of only the first ``n_labeled`` training images,
+    as when a team distils a teacher trained elsewhere with every label. The teacher trains on all
+    the labels; the scratch student on the labeled few; the distilled student on every image, the
+    others unlabeled (label -100: the soft term only), as with notebook 03's transfer set. Every
+    model takes the same number of optimiser steps per epoch: the scratch student goes through its
+    few images several times per epoch (about as many batches as all the images make).
     """
     device = torch.device(device) if device is not None else runtime.device()
     if cfg.dataset == "cifar10":
@@ -419,19 +420,19 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
     n_lab = len(x_tr) if cfg.n_labeled is None else cfg.n_labeled
     if not 0 < n_lab <= len(x_tr):
         raise ValueError(f"n_labeled must be in [1, {len(x_tr)}] (the training images), got {cfg.n_labeled}")
-    y_all = y_tr.clone()
-    y_all[n_lab:] = -100                                  # unlabeled: only the distilled student uses them
+    y_few = y_tr.clone()
+    y_few[n_lab:] = -100                                  # the students' view: most images unlabeled
     stats = DeviceLoader(x_tr, y_tr, batch_size=cfg.batch_size, device=device, augment=False, shuffle=False)
 
-    def loader(seed, labeled_only, repeats=1):
-        x, y = (x_tr[:n_lab], y_tr[:n_lab]) if labeled_only else (x_tr, y_all)
+    def loader(seed, data, repeats=1):
+        x, y = {"teacher": (x_tr, y_tr), "scratch": (x_tr[:n_lab], y_tr[:n_lab]), "distilled": (x_tr, y_few)}[data]
         return DeviceLoader(x, y, batch_size=cfg.batch_size, device=device, augment=cfg.augment, shuffle=True,
                             seed=seed, drop_last=len(x) > cfg.batch_size, repeats=repeats,
                             mean=stats.mean.flatten(), std=stats.std.flatten())
 
-    # an epoch is the same number of steps for every model: a model trained on the labeled part
-    # alone goes through it `passes` times per epoch (1 when every image is labeled)
-    passes = max(1, round(len(loader(cfg.seed, False)) / len(loader(cfg.seed, True))))
+    # an epoch is the same number of steps for every model: the scratch student, with its few labeled
+    # images, goes through them `passes` times per epoch (1 when every image is labeled)
+    passes = max(1, round(len(loader(cfg.seed, "teacher")) / len(loader(cfg.seed, "scratch"))))
     test_loader = DeviceLoader(x_te, y_te, batch_size=1024, device=device, augment=False, shuffle=False,
                                mean=stats.mean.flatten(), std=stats.std.flatten())
     labels = y_te.to(device)
@@ -442,7 +443,7 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
         first = seed == seeds[0] or role == "teacher"
         torch.manual_seed(seed)
         model = ConvNet(cfg.teacher_widths if role == "teacher" else cfg.student_widths)
-        train_loader = loader(seed, False) if role == "distilled" else loader(seed, True, repeats=passes)
+        train_loader = loader(seed, role, repeats=passes if role == "scratch" else 1)
         model, hist, info = train_model(role, model, train_loader, test_loader,
                                         run_cfg, checkpoint_dir=Path(checkpoint_dir), progress=progress,
                                         teacher=models_["teacher"] if role == "distilled" else None,

@@ -188,8 +188,8 @@ def test_run_with_few_labels_gives_every_model_the_same_steps(tmp_path):
     out = fullrun.run(cfg, checkpoint_dir=tmp_path, device="cpu", progress=False)
     assert {role: len(h) for role, h in out["histories"].items()} == {
         "teacher": cfg.teacher_epochs, "scratch": cfg.student_epochs, "distilled": cfg.student_epochs}
-    # the labeled part is 1 batch, all the images 4: the teacher and the scratch student go through their
-    # part 4 times per epoch, so every model's schedule has the same number of steps
+    # the labeled part is 1 batch, all the images 4: the scratch student goes through its part 4 times
+    # per epoch, so every model's schedule has the same number of steps
     total = {r: torch.load(tmp_path / f"{r}.pt", weights_only=False)["sched"]["total_steps"] for r in out["histories"]}
     assert total == {"teacher": 4 * cfg.teacher_epochs, "scratch": 4 * cfg.student_epochs, "distilled": 4 * cfg.student_epochs}
     with pytest.raises(ValueError, match="n_labeled"):
