@@ -413,6 +413,7 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
         raise ValueError(f"dataset must be 'cifar10' or 'digits32', got {cfg.dataset!r}")
     if cfg.n_train:
         x_tr, y_tr = x_tr[:cfg.n_train], y_tr[:cfg.n_train]
+    x_tr, y_tr = x_tr.to(device), y_tr.to(device)     # on the device once: every loader below shares it
     seeds = [int(s) for s in (student_seeds if student_seeds is not None else [cfg.seed])]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"student_seeds must be distinct seeds, at least one, got {student_seeds!r}")

@@ -2,9 +2,10 @@ r"""One readable training loop, for plain supervised training and for distillati
 
 ``fit(model, x, y, ...)`` minimises cross-entropy on the labels. Give it a ``teacher`` and it
 distils instead: each step feeds the same rows to both models and minimises ``loss_fn(student_logits,
-teacher_logits, labels)`` (default: Hinton's ``distillation_loss`` with ``temperature`` (default 4) and ``alpha`` (default
-0.9; 1 when there are no labels)). Options the run would ignore (a ``temperature`` with a custom
-``loss_fn``, a ``loss_fn`` without a teacher, ...) are refused with a ``ValueError``.
+teacher_logits, labels)`` (default: Hinton's ``distillation_loss`` with ``temperature``, default 4,
+and ``alpha``, default 0.9, or 1 when there are no labels). Options the run would ignore (a
+``temperature`` with a custom ``loss_fn``, a ``loss_fn`` without a teacher, ...) are refused with a
+``ValueError``.
 
 The teacher's inputs can differ from the student's (``teacher_x``): the objective of the source
 material, sum over x' in D' of KL(p_t(. | x) || p_s(. | x')), feeds the teacher the full input x
@@ -18,9 +19,9 @@ The learning rate is constant (the default, as in the MNIST-1D paper) or decays 
 The length of a run is ``epochs`` passes over the data, or exactly ``steps`` optimiser steps: to
 compare arms trained on data sets of different sizes, give them the same ``steps`` (and schedule).
 
-Returns a ``FitResult``: the per-epoch ``history`` (a ``pandas.DataFrame``: epoch, steps done, train loss, the
-accuracy on each of ``eval_sets``), ``fed``, the first batch exactly as the model was fed it (to
-compare with deployment inputs, ``kdutils.diagnose``), and ``steps``, the optimiser steps taken.
+Returns a ``FitResult``: the per-epoch ``history`` (a ``pandas.DataFrame``: epoch, steps done, train
+loss, the accuracy on each of ``eval_sets``), ``fed``, the first batch exactly as the model was fed
+it (to compare with deployment inputs, ``kdutils.diagnose``), and ``steps``, the optimiser steps taken.
 """
 from __future__ import annotations
 
@@ -105,7 +106,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
         if loss_fn is None:
             if y is None and alpha not in (None, 1.0):
                 raise ValueError(f"without labels the loss is the soft term alone (alpha = 1), got alpha={alpha}")
-            T, a = 4.0 if temperature is None else temperature, (0.9 if alpha is None else alpha) if y is not None else 1.0
+            T = 4.0 if temperature is None else temperature
+            a = 1.0 if y is None else (0.9 if alpha is None else alpha)
             loss_fn = lambda s, t, lab: distillation_loss(s, t, lab, temperature=T, alpha=a)
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
