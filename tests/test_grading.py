@@ -115,8 +115,23 @@ def test_grading_fixtures_and_broken_submissions(dist, tmp_path):
     assert len(pd.read_csv(out / "grades.csv")) == 1
 
 
-def test_grade_cli_reports_missing_autograder(tmp_path):
+def _grade_cli(tmp_path, submissions):
+    return subprocess.run([sys.executable, "-m", "kdutils", "grade", "--assignment", "a1_kd_losses", "--submissions",
+                           str(submissions), "--dist", str(tmp_path / "nodist")], capture_output=True, text=True)
+
+
+def test_grade_cli_refuses_bad_input_and_writes_nothing(tmp_path):
+    grades = Path(grading.runtime.repo_root()) / "grades" / "a1_kd_losses"
+    existed = grades.exists()
     (tmp_path / "subs").mkdir()
-    out = subprocess.run([sys.executable, "-m", "kdutils", "grade", "--assignment", "a1_kd_losses", "--submissions",
-                          str(tmp_path / "subs"), "--dist", str(tmp_path / "nodist")], capture_output=True, text=True)
+    (tmp_path / "subs" / "alice.ipynb").write_text("{}")
+    out = _grade_cli(tmp_path, tmp_path / "subs")
     assert out.returncode == 1 and "make assignments" in out.stderr
+    (tmp_path / "empty").mkdir()
+    out = _grade_cli(tmp_path, tmp_path / "empty")
+    assert out.returncode == 1 and "no submissions" in out.stderr
+    out = _grade_cli(tmp_path, tmp_path / "subs" / "alice.ipynb")
+    assert out.returncode == 1 and "is a file" in out.stderr
+    out = _grade_cli(tmp_path, tmp_path / "missing")
+    assert out.returncode == 1 and "does not exist" in out.stderr
+    assert grades.exists() == existed, "a refused grading run must not create the grades folder"

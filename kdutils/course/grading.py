@@ -10,7 +10,8 @@
                   ``feedback/<submission>.txt`` (public and hidden test output). A submission that is
                   not a notebook, does not parse, loops forever or breaks the grader gets a row saying
                   so and 0 points; the batch goes on. An earlier ``grades.csv`` is kept, renamed with
-                  its time stamp, never overwritten.
+                  its time stamp, never overwritten. A folder with no files, a file given as the
+                  folder, or a missing autograder is an error, and then nothing is written.
 
 ``otter run`` executes student code unsandboxed on this machine: for untrusted submissions use
 otter's Docker-based ``otter grade`` instead.
@@ -165,14 +166,19 @@ def grade_folder(assignment: str, submissions: Path, *, dist: Path | None = None
         raise GradingError(f"jobs must be >= 1, got {jobs}")
     dist = Path(dist or runtime.repo_root() / "dist")
     submissions = Path(submissions)
+    if submissions.is_file():
+        raise GradingError(f"--submissions {submissions} is a file: give the folder that holds the submissions")
     if not submissions.is_dir():
         raise GradingError(f"submissions folder {submissions} does not exist")
+    files = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise GradingError(f"no submissions in {submissions}: the folder holds no files (nothing was written)")
+    zip_path = find_autograder(assignment, dist)
+    qs = questions(zip_path)
+    # only now, with something to grade and a grader to grade it, is anything written
     out = Path(out or runtime.repo_root() / "grades" / assignment)
     out.mkdir(parents=True, exist_ok=True)
     (out / "feedback").mkdir(exist_ok=True)
-    zip_path = find_autograder(assignment, dist)
-    qs = questions(zip_path)
-    files = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
     rows = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         graded = pool.map(lambda p: (p, *grade_one(p, zip_path, qs, timeout=timeout)), files)
