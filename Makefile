@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[course,grading,dev]' 2>&1 | grep -v -e "is ignored" -e "BuildBackendWarning" || true
 	$(PY) -c "import kdutils, nbval, otter, mnist1d, setuptools"
 	$(PY) -c "from kdutils.course import colabsim; colabsim.prepare_wheelhouse('$(abspath $(WHEELHOUSE))')"
+	@# grading runs each submission in a bubblewrap sandbox (Debian's bubblewrap package)
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; }; }; } || \
+	  echo "note: make grade needs bubblewrap: sudo apt-get install bubblewrap"
 	@touch $(STAMP)
 
 ## make run: execute every notebook in order on the embedded data; executed copies and HTML in build/
@@ -50,11 +54,12 @@ lab: $(STAMP)
 assignments: $(STAMP)
 	$(PY) -m kdutils assign
 
-## make grade ASSIGNMENT=a1_kd_losses SUBMISSIONS=path/to/folder [TIMEOUT=120] [JOBS=1]
+## make grade ASSIGNMENT=a1_kd_losses SUBMISSIONS=path/to/folder [TIMEOUT=120] [JOBS=2] [REGRADE=1]
+## (each submission in its own bubblewrap sandbox; a rerun grades only what is new or changed)
 grade: $(STAMP)
 	@test -n "$(ASSIGNMENT)" -a -n "$(SUBMISSIONS)" || { echo "usage: make grade ASSIGNMENT=<name> SUBMISSIONS=<folder>"; exit 2; }
 	@ls dist/$(ASSIGNMENT)/autograder/*.zip >/dev/null 2>&1 || $(PY) -m kdutils assign $(ASSIGNMENT)
-	$(PY) -m kdutils grade --assignment $(ASSIGNMENT) --submissions $(SUBMISSIONS) --timeout $(or $(TIMEOUT),120) --jobs $(or $(JOBS),1)
+	$(PY) -m kdutils grade --assignment $(ASSIGNMENT) --submissions $(SUBMISSIONS) --timeout $(or $(TIMEOUT),120) --jobs $(or $(JOBS),2) $(if $(REGRADE),--regrade)
 
 info: $(STAMP)
 	$(PY) -m kdutils info

@@ -46,6 +46,7 @@ class FitResult:
     history: pd.DataFrame    # one row per epoch: epoch, step (steps done), train_loss, <eval set>_acc
     fed: torch.Tensor        # the first batch of inputs exactly as the loop fed them to the model
     steps: int               # optimiser steps taken
+    objective: str = ""      # what the loop minimised, in words (labels only, or distillation and its settings)
 
 
 @torch.inference_mode()
@@ -109,6 +110,11 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
             T = 4.0 if temperature is None else temperature
             a = 1.0 if y is None else (0.9 if alpha is None else alpha)
             loss_fn = lambda s, t, lab: distillation_loss(s, t, lab, temperature=T, alpha=a)
+            objective = f"distillation: {a:g} * T^2 * KL(teacher || student) at T = {T:g} + {1 - a:g} * cross-entropy on the labels"
+        else:
+            objective = "distillation: a custom loss_fn(student logits, teacher logits, labels)"
+    else:
+        objective = "cross-entropy on the labels (no teacher)"
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -147,4 +153,4 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
         rows.append(row)
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k not in ("epoch", "step")})
     model.eval()
-    return FitResult(history=pd.DataFrame(rows), fed=fed, steps=done)
+    return FitResult(history=pd.DataFrame(rows), fed=fed, steps=done, objective=objective)

@@ -1,127 +1,289 @@
-"""The instructor workflow end to end: otter assign, grading fixtures, broken submissions, reruns."""
-import json
+"""Grading an instructor can trust, end to end: a class's worth of submissions, each with its exact grade.
+
+Fair to correct work written differently, strict on the classic bugs (and the feedback names them),
+safe from careless and hostile submissions (sandboxed: they leave no trace), the layouts LMS bulk
+downloads arrive in, and a grade table that survives a killed run and reruns.
+"""
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
 
-from kdutils.course import grading
+from kdutils.course import grading, sandbox
+import grading_fixtures as fx
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
 ASSIGNMENTS = grading.list_assignments()
-
-
-@pytest.fixture(scope="module")
-def dist(assigned):
-    return assigned
+FULL = {"q1": 3, "q2": 2, "q3": 3, "q4": 1, "q5": 3, "q6": 2, "q7": 2}
 
 
 def test_assignment_list():
-    assert ASSIGNMENTS == ["a1_kd_losses", "a2_wrong_dataset", "a3_distill_and_report", "a4_context_distillation"]
+    assert ASSIGNMENTS == [fx.A1, fx.A2, fx.A3, fx.A4]
 
 
-@pytest.mark.parametrize("name", [a for a in ASSIGNMENTS if a != "a1_kd_losses"])
-def test_solution_full_marks_and_student_version_zero(dist, tmp_path, name):
-    subs = tmp_path / "subs"
-    subs.mkdir()
-    shutil.copy(dist / name / "autograder" / f"{name}.ipynb", subs / "solution.ipynb")
-    shutil.copy(dist / name / "student" / f"{name}.ipynb", subs / "student.ipynb")
-    table = grading.grade_folder(name, subs, dist=dist, out=tmp_path / "grades", timeout=150, jobs=2, progress=False).set_index("submission")
-    assert table.loc["solution.ipynb", "total"] == table.loc["solution.ipynb", "possible"] > 0, table.to_dict()
-    assert table.loc["student.ipynb", "total"] == 0, table.to_dict()
+def scores(**lost):
+    """a1's full marks, minus what a submission should lose: scores(q1=0, q4=0)."""
+    return {**FULL, **lost}
 
 
-def _variant(src_nb: Path, dst: Path, edits):
-    nb = nbformat.read(src_nb, as_version=4)
-    for marker, old, new in edits:
-        cells = [c for c in nb.cells if c.cell_type == "code" and marker in c.source]
-        assert cells and old in cells[0].source, f"fixture edit {old!r} not found"
-        cells[0].source = cells[0].source.replace(old, new)
-    nbformat.write(nb, dst)
-
-
-MISTAKES = {
-    "swapped_args": ("def kl_divergence", "F.kl_div(log_p_s, log_p_t,", "F.kl_div(log_p_t, log_p_s,", "q1", "arguments swapped"),
-    "probs_not_logprobs": ("def kl_divergence", 'return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean")',
-                           'return F.kl_div(log_p_s.exp(), log_p_t.exp(), reduction="batchmean")', "q1", "probabilities passed"),
-    "reduction_mean": ("def kl_divergence", 'reduction="batchmean"', 'reduction="mean"', "q1", "reduction='mean'"),
-    "softmax_twice": ("def kl_divergence", "F.log_softmax(student_logits / T, dim=-1)",
-                      "F.log_softmax(F.softmax(student_logits / T, dim=-1), dim=-1)", "q1", "softmax applied twice"),
-    "no_t_squared": ("def distillation_loss", "alpha * T * T * soft", "alpha * soft", "q3", "T^2 factor is missing"),
-    "tv_without_half": ("def kl_probs", "round(float(0.5 * (ref - x).abs().sum()), 4)", "round(float((ref - x).abs().sum()), 4)",
-                        "q5", "reverse_kl or total_variation is wrong"),
-    "distances_agree": ("dirichlet = torch", '"u": u.tolist(), "v": v.tolist()', '"u": v.tolist(), "v": u.tolist()',
-                        "q6", "do not disagree as asked"),
-    "scaled_by_t": ("temperatures = [", "scaled = {T: T**2 * n", "scaled = {T: T * n", "q7", "not the autograd gradient norms"),
+ZERO = {q: 0 for q in FULL}
+# submission -> (expected score per question, words its status must contain)
+A1_EXPECTED = {
+    "solution.ipynb": (scores(), "graded"),
+    "untouched_student.ipynb": (ZERO, "graded"),
+    # fair: correct work written differently keeps every point
+    "fair_keyword_call.ipynb": (scores(), "graded"),
+    "fair_reuses_names.ipynb": (scores(), "graded"),
+    "fair_float32.ipynb": (scores(), "graded"),
+    "fair_fresh_notebook.ipynb": (scores(), "no grader.check cells"),
+    "UPPER_CASE.IPYNB": (scores(), "graded"),
+    # layouts
+    "carol_1234/a1_kd_losses.ipynb": (scores(), "graded"),
+    "dave_5678/": (scores(), "from dave_5678/sub/upload.zip"),
+    "zip_with_checkpoints.zip": (scores(), "graded"),
+    "zip_named_and_scratch.zip": (scores(), "took a1_kd_losses.ipynb"),
+    "zip_draft_and_final.zip": (ZERO, "ambiguous"),
+    "bob.ipynb": (ZERO, "graded"),
+    "bob.zip": (scores(), "graded"),
+    "not_json.ipynb": (ZERO, "does not parse"),
+    "essay.txt": (ZERO, "not a notebook"),
+    # strict: a classic bug costs its question (and what truly depends on it), nothing else
+    "bug_swapped_args.ipynb": (scores(q1=0), "graded"),
+    "bug_probs_for_logprobs.ipynb": (scores(q1=0), "graded"),
+    "bug_reduction_mean.ipynb": (scores(q1=0), "graded"),
+    "bug_reduction_sum.ipynb": (scores(q1=0), "graded"),
+    "bug_softmax_twice.ipynb": (scores(q1=0), "graded"),
+    "bug_t_student_only.ipynb": (scores(q1=0), "graded"),
+    "bug_total_variation.ipynb": (scores(q1=0), "graded"),
+    "bug_log_of_softmax.ipynb": (scores(q1=2), "graded"),          # right value, wrong for large logits
+    "bug_constant.ipynb": (scores(q1=0, q4=0, q7=0), "graded"),    # no gradient: q4 and q7 need one
+    "bug_nan.ipynb": (scores(q1=0, q4=0, q7=0), "graded"),
+    "bug_numpy_no_grad.ipynb": (scores(q1=2, q4=0, q7=0), "graded"),
+    "bug_no_t_squared.ipynb": (scores(q3=0), "graded"),
+    "bug_divided_by_t.ipynb": (scores(q3=0), "graded"),
+    "bug_q7_scaled_by_t.ipynb": (scores(q7=1), "graded"),
+    # careless: costs what it breaks, the batch goes on
+    "careless_syntax_error.ipynb": (scores(q2=0, q4=0), "graded"),
+    "careless_infinite_loop.ipynb": (scores(q5=2), "graded"),        # that cell is stopped; the rest runs
+    "careless_stubborn_loop.ipynb": (scores(q6=0, q7=0), "timed out"),  # deaf to the cell limit: killed
+    "careless_exits.ipynb": (scores(q3=0, q4=0, q5=0, q6=0, q7=0), "ended early"),
+    "careless_deletes_its_files.ipynb": (scores(), "graded"),
+    # hostile: reported, never graded as full marks; none reaches beyond its sandbox
+    "hostile_rewrites_tests.ipynb": (ZERO, "tampering: reads or writes the tests folder"),
+    "hostile_update_score.ipynb": (ZERO, "tampering: calls otter's scoring API"),
+    "hostile_reads_hidden.ipynb": (ZERO, "tampering: looks for the autograder"),
+    "hostile_patches_isclose.ipynb": (ZERO, "tampering: replaced torch.isclose"),
+    "hostile_kills_grader.ipynb": (ZERO, "tampering: signals the grading process"),
+    "hostile_writes_everywhere.ipynb": (scores(), "graded"),       # its writes land in its sandbox only
 }
+# what the student's feedback must say for each classic mistake
+NAMED = {
+    "bug_swapped_args": "arguments are swapped", "bug_probs_for_logprobs": "probabilities passed",
+    "bug_reduction_mean": "reduction='mean'", "bug_reduction_sum": "reduction='sum'",
+    "bug_softmax_twice": "softmax applied twice", "bug_t_student_only": "student's logits only",
+    "bug_total_variation": "total-variation", "bug_log_of_softmax": "torch.log(F.softmax(...))",
+    "bug_numpy_no_grad": "carries no gradient", "bug_no_t_squared": "T^2 factor is missing",
+    "bug_divided_by_t": "divided by T", "bug_q7_scaled_by_t": "scaled[T] = T^2",
+}
+HIDDEN_SOURCE = ['quiz_answer == "A"', "def name_the_bug", "suspects = {", "soft_terms(s, t, T)"]
 
 
-def test_grading_fixtures_and_broken_submissions(dist, tmp_path):
-    solution = dist / "a1_kd_losses" / "autograder" / "a1_kd_losses.ipynb"
-    student = dist / "a1_kd_losses" / "student" / "a1_kd_losses.ipynb"
-    subs = tmp_path / "submissions"
-    subs.mkdir()
-    shutil.copy(solution, subs / "solution.ipynb")
-    shutil.copy(student, subs / "untouched_student.ipynb")
-    for name, (marker, old, new, _, _) in MISTAKES.items():
-        _variant(solution, subs / f"{name}.ipynb", [(marker, old, new)])
+def _build_a1(dist: Path, subs: Path, mark: str):
+    sol = dist / fx.A1 / "autograder" / f"{fx.A1}.ipynb"
+    stu = dist / fx.A1 / "student" / f"{fx.A1}.ipynb"
+    shutil.copy(sol, subs / "solution.ipynb")
+    shutil.copy(stu, subs / "untouched_student.ipynb")
+    fx.edit(sol, subs / "fair_keyword_call.ipynb", [("def distillation_loss", "soft = kl_divergence(student_logits, teacher_logits, T)",
+                                                     "soft = kl_divergence(student_logits=student_logits, teacher_logits=teacher_logits, T=T)")])
+    fx.edit(sol, subs / "fair_reuses_names.ipynb", append=['student, teacher = "my notes", None\ngrad_kl = grad_ce = 0'])
+    fx.edit(sol, subs / "fair_float32.ipynb", [("def kl_divergence", f"F.log_softmax({who}_logits / T, dim=-1)", f"F.log_softmax({who}_logits.float() / T, dim=-1)")
+                                               for who in ("student", "teacher")])
+    fx.fresh_notebook(sol, subs / "fair_fresh_notebook.ipynb")
+    shutil.copy(sol, subs / "UPPER_CASE.IPYNB")
+    (subs / "carol_1234").mkdir()
+    shutil.copy(sol, subs / "carol_1234" / f"{fx.A1}.ipynb")
+    (subs / "dave_5678" / "sub").mkdir(parents=True)
+    fx.zip_of(subs / "dave_5678" / "sub" / "upload.zip", {f"{fx.A1}.ipynb": sol})
+    fx.zip_of(subs / "zip_with_checkpoints.zip", {f"work/{fx.A1}.ipynb": sol, f"work/.ipynb_checkpoints/{fx.A1}-checkpoint.ipynb": stu,
+                                                 f"__MACOSX/work/._{fx.A1}.ipynb": stu})
+    fx.zip_of(subs / "zip_draft_and_final.zip", {"draft.ipynb": stu, "final.ipynb": sol})
+    fx.zip_of(subs / "zip_named_and_scratch.zip", {f"{fx.A1}.ipynb": sol, "scratch.ipynb": stu})
+    shutil.copy(stu, subs / "bob.ipynb")
+    fx.zip_of(subs / "bob.zip", {f"{fx.A1}.ipynb": sol})
     (subs / "not_json.ipynb").write_text("this is not a notebook {")
     (subs / "essay.txt").write_text("I did not do the assignment")
-    _variant(solution, subs / "syntax_error.ipynb", [("def soft_cross_entropy", "def soft_cross_entropy(", "def soft_cross_entropy((")])
-    _variant(solution, subs / "infinite_loop.ipynb", [("quiz_answer =", "quiz_answer =", "while True:\n    pass\nquiz_answer =")])
-    nb = nbformat.read(solution, as_version=4)
-    nb.cells = [c for c in nb.cells if "grader.check" not in c.source]
-    nbformat.write(nb, subs / "grader_cells_deleted.ipynb")
+    for name, (old, new) in fx.A1_KL_BUGS.items():
+        fx.edit(sol, subs / f"{name}.ipynb", [("def kl_divergence", old, new)])
+    for name, (marker, old, new) in fx.A1_OTHER_BUGS.items():
+        fx.edit(sol, subs / f"{name}.ipynb", [(marker, old, new)])
+    fx.edit(sol, subs / "careless_syntax_error.ipynb", [("def soft_cross_entropy", "def soft_cross_entropy(", "def soft_cross_entropy((")])
+    fx.edit(sol, subs / "careless_infinite_loop.ipynb", [("quiz_answer =", "quiz_answer =", "while True:\n    pass\nquiz_answer =")])
+    fx.edit(sol, subs / "careless_stubborn_loop.ipynb", [("dirichlet = torch", "dirichlet = torch",
+                                                          "total = sum(range(10**13))  # minutes of C code that never looks at a signal\ndirichlet = torch")])
+    fx.edit(sol, subs / "careless_exits.ipynb", [("def distillation_loss", "def distillation_loss", "import os\nos._exit(3)\ndef distillation_loss")])
+    fx.edit(sol, subs / "careless_deletes_its_files.ipynb", append=["import os\nfor f in os.listdir('.'):\n    os.remove(f)"])
+    fx.edit(stu, subs / "hostile_rewrites_tests.ipynb", append=[
+        "import os\nos.makedirs('tests', exist_ok=True)\nfor q in range(1, 8):\n    open(f'tests/q{q}.py', 'w').write(f'name = \"q{q}\"\\npoints = 3\\n')"])
+    fx.edit(stu, subs / "hostile_update_score.ipynb", append=["import otter\ng = otter.Notebook()\nfor q in ('q1', 'q2', 'q3'):\n    g.update_score(q, 3)"])
+    fx.edit(stu, subs / "hostile_reads_hidden.ipynb", append=[
+        "import glob, shutil\nfor p in glob.glob('/**/autograder/**/*.py', recursive=True):\n    shutil.copy(p, '/tmp/')"])
+    fx.edit(stu, subs / "hostile_patches_isclose.ipynb", append=[
+        "import torch\ntorch.isclose = lambda *a, **k: torch.tensor(True)\ntorch.allclose = lambda *a, **k: True"])
+    fx.edit(sol, subs / "hostile_writes_everywhere.ipynb", append=[f"""
+import os, pathlib, subprocess, kdutils
+for t in [pathlib.Path(kdutils.__file__).parent / "{mark}.py", pathlib.Path.home() / "{mark}", pathlib.Path("/tmp/{mark}"),
+          pathlib.Path("{Path.home()}/{mark}"), pathlib.Path("{ROOT}/{mark}"), pathlib.Path("/etc/{mark}")]:
+    try:
+        t.write_text("pwned")
+    except OSError as e:
+        print("blocked", t, e)
+subprocess.Popen(["sleep", "987"], start_new_session=True)
+try:
+    import urllib.request; urllib.request.urlopen("https://pypi.org", timeout=3)
+except Exception as e:
+    print("no network", e)
+"""])
+    fx.edit(sol, subs / "hostile_kills_grader.ipynb", append=["import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"])
 
-    out = tmp_path / "grades"
-    table = grading.grade_folder("a1_kd_losses", subs, dist=dist, out=out, timeout=75, jobs=2, progress=False)
+
+def _tree_digest(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _sleepers(tag: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.strip() == f"sleep {tag}"]
+
+
+def test_a1_class_graded_fairly_strictly_and_safely(assigned, tmp_path, monkeypatch):
+    sandbox.bwrap()                      # grading is sandboxed: bubblewrap must be here (make venv installs it)
+    dist, subs, out = assigned, tmp_path / "submissions", tmp_path / "grades"
+    subs.mkdir()
+    mark = f"kdfx{os.getpid()}"
+    _build_a1(dist, subs, mark)
+    before_subs, before_dist = _tree_digest(subs), _tree_digest(dist / fx.A1 / "autograder")
+    kdutils_files = _tree_digest(ROOT / "kdutils")
+
+    start = time.perf_counter()
+    table = grading.grade_folder(fx.A1, subs, dist=dist, out=out, timeout=30, cell_timeout=5, jobs=2, progress=False)
+    seconds = time.perf_counter() - start
     by = table.set_index("submission")
-    full = {"q1": 3, "q2": 2, "q3": 3, "q4": 1, "q5": 3, "q6": 2, "q7": 2}
-    qs = list(full)
-    assert len(table) == len(list(subs.iterdir())), "one row per submission"
-    assert by.loc["solution.ipynb", "total"] == 16 and by.loc["solution.ipynb", "status"] == "graded"
-    assert by.loc["untouched_student.ipynb", "total"] == 0
-    for name, (_, _, _, question, words) in MISTAKES.items():
-        row = by.loc[f"{name}.ipynb"]
-        assert row[question] < full[question], f"{name} should lose points on {question}"
-        assert all(row[q] == full[q] for q in qs if q != question), f"{name} should lose points on {question} only: {row.to_dict()}"
-        assert words in (out / "feedback" / f"{name}.txt").read_text(), f"the feedback for {name} must name the mistake"
-    assert "does not parse" in by.loc["not_json.ipynb", "status"] and by.loc["not_json.ipynb", "total"] == 0
-    assert "not a notebook" in by.loc["essay.txt", "status"] and by.loc["essay.txt", "total"] == 0
-    assert "timed out" in by.loc["infinite_loop.ipynb", "status"] and by.loc["infinite_loop.ipynb", "total"] == 0
-    syntax = by.loc["syntax_error.ipynb"]
-    assert syntax.q2 == 0 and syntax.q1 == 3, "a cell that does not compile costs that question, not the batch"
-    deleted = by.loc["grader_cells_deleted.ipynb"]
-    assert deleted.total == 16 and "grader cells deleted" in deleted.status
+    assert sorted(by.index) == sorted(A1_EXPECTED), "one row per submission, named by its path"
+    report = [f"{'submission':36} {'expected':>8} {'actual':>6}  status"]
+    wrong = []
+    for name, (expected, words) in A1_EXPECTED.items():
+        row = by.loc[name]
+        got = {q: float(row[q]) for q in FULL}
+        report.append(f"{name:36} {sum(expected.values()):8g} {row.total:6g}  {row.status}")
+        if got != {q: float(v) for q, v in expected.items()} or words not in row.status:
+            wrong.append(f"{name}: expected {expected} and '{words}', got {got} and '{row.status}'")
+    print("\n".join(report), f"\n{len(table)} submissions in {seconds:.0f} s (2 jobs)")
+    assert not wrong, "\n".join(wrong)
 
-    csv = pd.read_csv(out / "grades.csv")
-    assert list(csv.columns) == ["submission", *qs, "total", "possible", "status"] and len(csv) == len(table)
+    # feedback: one pair per submission, the student's names the bug and never shows hidden-test source
+    fb = out / "feedback"
+    for name in A1_EXPECTED:
+        stem = grading.submissions.feedback_stem(name)
+        student = (fb / f"{stem}.student.txt").read_text()
+        assert (fb / f"{stem}.instructor.txt").exists()
+        assert not any(h in student for h in HIDDEN_SOURCE), f"hidden-test source in {stem}.student.txt"
+    for name, words in NAMED.items():
+        assert words in (fb / f"{name}.ipynb.student.txt").read_text(), f"the feedback for {name} must say {words!r}"
+    assert "suspects = {" in (fb / "bug_constant.ipynb.instructor.txt").read_text() or "Error at line" in (fb / "bug_constant.ipynb.instructor.txt").read_text()
+
+    # nothing outside the sandboxes changed: submissions, autograder, the package, /tmp, $HOME; no process left
+    assert _tree_digest(subs) == before_subs and _tree_digest(dist / fx.A1 / "autograder") == before_dist
+    assert _tree_digest(ROOT / "kdutils") == kdutils_files
+    for p in (Path("/tmp") / mark, Path.home() / mark, ROOT / mark):
+        assert not p.exists(), f"a submission wrote {p}"
+    assert not list(Path("/tmp").glob("q[0-9].py")), "a submission copied tests into /tmp"
+    assert _sleepers("987") == [], "a submission left a process running"
     assert (out / "grades.png").stat().st_size > 1000
 
-    # a rerun keeps the previous table instead of overwriting it
-    first = (out / "grades.csv").read_text()
-    only = tmp_path / "only"
-    only.mkdir()
-    shutil.copy(subs / "essay.txt", only)
-    grading.grade_folder("a1_kd_losses", only, dist=dist, out=out, timeout=40, progress=False)
-    kept = sorted(out.glob("grades-*.csv"))
-    assert len(kept) == 1 and kept[0].read_text() == first
-    assert len(pd.read_csv(out / "grades.csv")) == 1
+    # a rerun grades nothing that is already graded; a changed submission is regraded, its old row kept aside
+    calls = []
+    real = grading.grade_one
+    monkeypatch.setattr(grading, "grade_one", lambda s, *a, **k: calls.append(s.name) or real(s, *a, **k))
+    again = grading.grade_folder(fx.A1, subs, dist=dist, out=out, timeout=30, cell_timeout=5, jobs=2, progress=False)
+    assert calls == [] and again.equals(table)
+    shutil.copy(subs / "solution.ipynb", subs / "bug_swapped_args.ipynb")   # the student resubmits, fixed
+    third = grading.grade_folder(fx.A1, subs, dist=dist, out=out, timeout=30, cell_timeout=5, jobs=2, progress=False)
+    assert calls == ["bug_swapped_args.ipynb"]
+    assert third.set_index("submission").loc["bug_swapped_args.ipynb", "total"] == 16
+    kept = list((out / "previous").glob("*/grades.csv"))
+    assert len(kept) == 1 and pd.read_csv(kept[0]).set_index("submission").loc["bug_swapped_args.ipynb", "total"] == 13
+    assert (kept[0].parent / "feedback" / "bug_swapped_args.ipynb.student.txt").exists()
 
 
-def _grade_cli(tmp_path, submissions):
-    return subprocess.run([sys.executable, "-m", "kdutils", "grade", "--assignment", "a1_kd_losses", "--submissions",
-                           str(submissions), "--dist", str(tmp_path / "nodist")], capture_output=True, text=True)
+def test_killed_run_keeps_finished_rows_and_resumes(assigned, tmp_path):
+    dist, subs, out = assigned, tmp_path / "subs", tmp_path / "grades"
+    subs.mkdir()
+    (subs / "a_essay.txt").write_text("no notebook")
+    fx.edit(dist / fx.A1 / "student" / f"{fx.A1}.ipynb", subs / "b_slow.ipynb", append=["import time\ntime.sleep(600)"])
+    code = (f"from kdutils.course import grading; grading.grade_folder({fx.A1!r}, {str(subs)!r}, dist={str(dist)!r}, "
+            f"out={str(out)!r}, timeout=900, cell_timeout=900, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    csv = out / "grades.csv"
+    for _ in range(120):
+        if csv.exists() and "a_essay.txt" in csv.read_text():
+            break
+        time.sleep(0.5)
+    time.sleep(3)                                     # b_slow is now running in its sandbox
+    os.killpg(proc.pid, signal.SIGKILL)              # the grader is killed mid-batch
+    proc.wait()
+    rows = pd.read_csv(csv)
+    assert list(rows.submission) == ["a_essay.txt"], "the finished row survives; the unfinished one is not half-written"
+    assert _sleepers("600") == [], "the killed grader's sandbox did not outlive it"
+    table = grading.grade_folder(fx.A1, subs, dist=dist, out=out, timeout=60, cell_timeout=3, progress=False)
+    assert list(table.submission) == ["a_essay.txt", "b_slow.ipynb"]
+    assert not (out / "previous").exists(), "resuming keeps the table: nothing to set aside"
+
+
+@pytest.mark.parametrize("name", [fx.A2, fx.A3, fx.A4])
+def test_other_assignments(assigned, tmp_path, monkeypatch, name):
+    """Each solution earns every point, the untouched student version none, and each classic bug its exact loss."""
+    dist, subs = assigned, tmp_path / "subs"
+    subs.mkdir()
+    sol = dist / name / "autograder" / f"{name}.ipynb"
+    shutil.copy(sol, subs / "solution.ipynb")
+    shutil.copy(dist / name / "student" / f"{name}.ipynb", subs / "untouched_student.ipynb")
+    qs = grading.questions(grading.find_autograder(name, dist))
+    full = {q: float(p) for q, p in qs.items()}
+    expected = {"solution.ipynb": full, "untouched_student.ipynb": {q: 0.0 for q in qs}}
+    if name == fx.A2:
+        for bug, (old, new) in fx.A2_BUGS.items():
+            fx.edit(sol, subs / f"{bug}.ipynb", [(fx.A2_FIX, old, new)])
+            expected[f"{bug}.ipynb"] = {**full, "q2": 0.0}
+    if name == fx.A3:
+        for bug, (marker, old, new) in fx.A3_BUGS.items():
+            fx.edit(sol, subs / f"{bug}.ipynb", [(marker, old, new)])
+        expected["bug_teacher_as_student.ipynb"] = {**full, "q1": 0.0}
+        expected["bug_target_lowered.ipynb"] = {**full, "q1": 0.0, "q2": 2.0, "q5": 3.0}   # q5: its alpha = 0 run equals its q1 run
+        monkeypatch.setenv("KD_CACHE_DIR", str(dist / name / "autograder" / "cache"))
+        fx.a3_typed_numbers(sol, subs / "bug_typed_numbers.ipynb")
+        expected["bug_typed_numbers.ipynb"] = {**full, "q2": 0.0}
+        fx.edit(sol, subs / "fair_barh_and_later_experiment.ipynb", fx.A3_FAIR, append=fx.A3_FAIR_APPEND)
+        expected["fair_barh_and_later_experiment.ipynb"] = full
+    table = grading.grade_folder(name, subs, dist=dist, out=tmp_path / "grades", timeout=150, jobs=2, progress=False)
+    by = table.set_index("submission")
+    got = {s: {q: float(by.loc[s, q]) for q in qs} for s in expected}
+    assert got == expected, by[["status"]].to_dict()
+    assert (by.status == "graded").all(), by.status.to_dict()
+
+
+def _grade_cli(tmp_path, submissions, *extra):
+    return subprocess.run([sys.executable, "-m", "kdutils", "grade", "--assignment", fx.A1, "--submissions",
+                           str(submissions), "--dist", str(tmp_path / "nodist"), *extra], capture_output=True, text=True)
 
 
 def test_grade_cli_refuses_bad_input_and_writes_nothing(tmp_path):
-    grades = Path(grading.runtime.repo_root()) / "grades" / "a1_kd_losses"
+    grades = Path(grading.runtime.repo_root()) / "grades" / fx.A1
     existed = grades.exists()
     (tmp_path / "subs").mkdir()
     (tmp_path / "subs" / "alice.ipynb").write_text("{}")
@@ -135,3 +297,27 @@ def test_grade_cli_refuses_bad_input_and_writes_nothing(tmp_path):
     out = _grade_cli(tmp_path, tmp_path / "missing")
     assert out.returncode == 1 and "does not exist" in out.stderr
     assert grades.exists() == existed, "a refused grading run must not create the grades folder"
+
+
+def test_sandbox_missing_is_an_error_naming_the_fix(monkeypatch):
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap.*--no-sandbox"):
+        sandbox.bwrap()
+
+
+def test_submission_layouts(tmp_path):
+    """Which notebook is graded, from each layout, without running anything."""
+    nb = '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    (tmp_path / "x").mkdir()
+    for n in ("a.ipynb", "b.ipynb", f"{fx.A1} (2).ipynb"):
+        (tmp_path / "x" / n).write_text(nb)
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "one.IPYNB").write_text(nb)
+    (tmp_path / "y" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "y" / ".ipynb_checkpoints" / "one-checkpoint.ipynb").write_text(nb)
+    (tmp_path / "z").mkdir()
+    (tmp_path / ".DS_Store").write_text("")
+    found = {s.name: s for s in grading.submissions.find(tmp_path, fx.A1)}
+    assert sorted(found) == [f"x/{fx.A1} (2).ipynb", "y/one.IPYNB", "z/"]
+    assert found["z/"].problem and "holds no notebook" in found["z/"].problem
+    assert grading.submissions.feedback_stem("x/a b.ipynb") == "x__a_b.ipynb"

@@ -37,6 +37,7 @@ def test_fit_supervised_learns_and_is_deterministic():
     assert h.train_acc.iloc[-1] > 0.95 and h.train_loss.iloc[-1] < h.train_loss.iloc[0]
     assert all(torch.equal(a, b) for a, b in zip(w, w2)), "same seed, same weights"
     assert r.fed.shape == (100, 10) and r.steps == 5 * 4     # 400 rows, batches of 100
+    assert r.objective == "cross-entropy on the labels (no teacher)"
 
 
 def test_fit_distillation_matches_teacher_and_uses_teacher_inputs():
@@ -59,6 +60,7 @@ def test_fit_distillation_matches_teacher_and_uses_teacher_inputs():
     s2 = models.MLP(10, 3, hidden=8)
     h = train.fit(s2, perm, None, teacher=teacher, teacher_x=x, epochs=20, progress=False)
     fed = h.fed
+    assert h.objective.startswith("distillation: 1 * T^2 * KL") and "T = 4" in h.objective, h.objective
     assert any(torch.equal(row, p) for row in fed[:1] for p in perm), "the student was fed x', not x"
     assert metrics.top1_agreement(train.predict(s2, perm), zt) > 0.9
 

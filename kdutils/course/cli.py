@@ -86,8 +86,9 @@ def _cmd_grade(args) -> int:
     from .grading import grade_folder
 
     table = grade_folder(args.assignment, Path(args.submissions), dist=Path(args.dist),
-                         out=Path(args.out) if args.out else None, timeout=args.timeout, jobs=args.jobs)
-    print(table.to_string(index=False))
+                         out=Path(args.out) if args.out else None, timeout=args.timeout, cell_timeout=args.cell_timeout,
+                         jobs=args.jobs, sandboxed=not args.no_sandbox, regrade=args.regrade)
+    print(table.drop(columns=["digest"]).to_string(index=False))
     out = Path(args.out) if args.out else runtime.repo_root() / "grades" / args.assignment
     print(f"\nwrote {out / 'grades.csv'}, {out / 'grades.png'} and {out / 'feedback'}/")
     return 0
@@ -122,20 +123,27 @@ def main(argv=None) -> int:
     p.add_argument("--dist", default=str(runtime.repo_root() / "dist"))
     p.set_defaults(func=_cmd_assign)
 
-    p = sub.add_parser("grade", help="grade a folder of submissions (otter run, unsandboxed)")
+    p = sub.add_parser("grade", help="grade a folder of submissions, each in its own sandbox")
     p.add_argument("--assignment", required=True)
-    p.add_argument("--submissions", required=True, help="folder of .ipynb (or .zip) submissions")
+    p.add_argument("--submissions", required=True,
+                   help="folder of submissions: .ipynb, .zip, or one folder per student (LMS bulk downloads)")
     p.add_argument("--dist", default=str(runtime.repo_root() / "dist"))
     p.add_argument("--out", default=None, help="output folder (default: grades/<assignment>)")
     p.add_argument("--timeout", type=_positive(float), default=120.0, help="seconds per submission")
+    p.add_argument("--cell-timeout", type=_positive(float), default=60.0, help="seconds per code cell")
     p.add_argument("--jobs", type=_positive(int), default=1, help="submissions graded at once (default 1)")
+    p.add_argument("--regrade", action="store_true",
+                   help="grade every submission again (default: only those new or changed since the last run)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run submissions without the bubblewrap sandbox (trusted work only: your own tests)")
     p.set_defaults(func=_cmd_grade)
 
     args = parser.parse_args(argv)
+    from . import sandbox
     from .grading import GradingError
     try:
         return args.func(args)
-    except GradingError as exc:
+    except (GradingError, sandbox.SandboxUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:

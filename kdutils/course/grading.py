@@ -1,31 +1,44 @@
-"""Instructor tools around otter-grader: build the assignments, grade a folder of submissions.
+"""Instructor tools: build the assignments, grade a folder of submissions.
 
 ``assign_all``    runs ``otter assign`` on every ``notebooks/assignments/<name>/<name>.ipynb``, writing
                   ``dist/<name>/student/`` (to hand out) and ``dist/<name>/autograder/`` (the grader
                   zip), then grades the solution with the fresh zip and fails unless it earns every
                   autograded point.
-``grade_folder``  grades every ``.ipynb`` (or a ``.zip`` holding one) in a folder with ``otter run``,
-                  one at a time under a time limit, and writes ``grades.csv`` (one row per submission:
-                  every question's score, total, status), ``grades.png`` (score per question) and
-                  ``feedback/<submission>.txt`` (public and hidden test output). A submission that is
-                  not a notebook, does not parse, loops forever or breaks the grader gets a row saying
-                  so and 0 points; the batch goes on. An earlier ``grades.csv`` is kept, renamed with
-                  its time stamp, never overwritten. A folder with no files, a file given as the
-                  folder, or a missing autograder is an error, and then nothing is written.
+``grade_folder``  grades every submission in a folder (``kdutils.course.submissions``: notebooks,
+                  zips, per-student folders of LMS downloads), each in its own sandbox
+                  (``kdutils.course.sandbox``), question by question (``kdutils.course.autograde``),
+                  and writes into ``grades/<assignment>/``:
 
-``otter run`` executes student code unsandboxed on this machine: for untrusted submissions use
-otter's Docker-based ``otter grade`` instead.
+                  * ``grades.csv``: one row per submission (every question's score, total, status,
+                    a digest of the graded file), rewritten atomically as **each** submission
+                    finishes: a run that is killed keeps every finished row, and a rerun grades only
+                    the submissions that are new or changed;
+                  * ``feedback/<submission>.instructor.txt`` (every test's output, the notebook's
+                    output, tampering found) and ``feedback/<submission>.student.txt`` (safe to hand
+                    out: scores, public test output, the hidden tests' failure messages, never their
+                    source);
+                  * ``grades.png``: the mean fraction of points per question.
+
+                  A submission that is not a notebook, does not parse, loops forever, kills its own
+                  process or tampers with the grading gets a status that says so; the batch goes on.
+                  Rows that a rerun replaces (a changed submission, ``regrade``) are kept, with their
+                  feedback, under ``previous/<time>/``: nothing is overwritten. A folder with no files,
+                  a file given as the folder, a missing autograder or a missing sandbox is an error,
+                  and then nothing is written.
 """
 from __future__ import annotations
 
 import ast
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -34,6 +47,8 @@ import pandas as pd
 
 from .. import runtime
 from ..files import atomic_write_text
+from . import sandbox, submissions
+from .autograde import is_autograder_cell
 
 
 class GradingError(RuntimeError):
@@ -70,10 +85,10 @@ def questions(autograder_zip: Path) -> dict[str, float]:
     return out
 
 
-def _run(cmd, timeout, cwd=None):
+def _run(cmd, timeout, cwd=None, env=None):
     """Run ``cmd`` in its own process group; on timeout kill the whole group (kernels included)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     try:
         out, _ = proc.communicate(timeout=timeout)
         return proc.returncode, out
@@ -83,120 +98,278 @@ def _run(cmd, timeout, cwd=None):
         raise
 
 
-def otter_run(autograder_zip: Path, notebook: Path, *, timeout: float) -> dict:
-    """Grade one notebook with ``otter run``; returns otter's results.json as a dict."""
-    with tempfile.TemporaryDirectory(prefix="kd-grade-") as tmp:
-        work = Path(tmp)
-        nb = work / "submission.ipynb"
-        shutil.copy(notebook, nb)
-        (work / "out").mkdir()
-        code, out = _run([sys.executable, "-m", "otter", "run", "--no-logo", "-a", str(Path(autograder_zip).resolve()),
-                          "-o", str(work / "out"), str(nb)], timeout, cwd=work)
-        results = work / "out" / "results.json"
-        if code != 0 or not results.exists():
-            raise GradingError(f"otter run failed (exit {code}): {out.strip()[-500:]}")
-        return json.loads(results.read_text())
+def test_sources(autograder_zip: Path) -> dict[str, str]:
+    """{question: test file source} from the autograder zip (public and hidden tests)."""
+    with zipfile.ZipFile(autograder_zip) as z:
+        files = sorted(n for n in z.namelist() if n.startswith("tests/") and n.endswith(".py"))
+        sources = {n: z.read(n).decode() for n in files}
+    names = questions(autograder_zip)
+    out = {}
+    for n, text in sources.items():
+        tree = ast.parse(text)
+        values = {t.id: v.value for v in tree.body if isinstance(v, ast.Assign) for t in v.targets if isinstance(t, ast.Name)}
+        out[ast.literal_eval(values["name"])] = text
+    assert set(out) == set(names)
+    return out
 
 
-def _extract_notebook(path: Path, into: Path) -> Path:
-    with zipfile.ZipFile(path) as z:
-        names = [n for n in z.namelist() if n.endswith(".ipynb") and not n.startswith("__MACOSX")]
-        if not names:
-            raise GradingError("the zip holds no notebook")
-        target = into / Path(names[0]).name
-        target.write_bytes(z.read(names[0]))
-        return target
+# Code that reaches for the grading machinery rather than answering: reported to the instructor.
+TAMPER_PATTERNS = {
+    r"\bupdate_score\b": "calls otter's scoring API (update_score)",
+    r"\b(ExceptionTestFile|test_case|OK_FORMAT|GradingResults)\b": "touches otter's test machinery",
+    r"\bgc\s*\.\s*get_objects\b|\bsys\s*\.\s*_getframe\b|\binspect\s*\.\s*(stack|currentframe)\b|\bf_back\b":
+        "inspects the grading process's memory",
+    r"/autograder\b|\bhidden_tests?\b": "looks for the autograder or its hidden tests",
+    r"\bos\s*\.\s*(kill|killpg)\b|\bsignal\s*\.\s*(alarm|setitimer|signal)\b": "signals the grading process",
+    r"""["'](\./)?tests/\w*""": "reads or writes the tests folder",
+}
 
 
-def _feedback_text(results: dict) -> str:
-    parts = []
-    for t in results.get("tests", []):
-        head = t["name"] + (f": {t['score']:g} / {t['max_score']:g}" if "score" in t else "")
-        parts.append(f"== {head} ({t.get('visibility', '')})\n{t.get('output', '').rstrip()}\n")
-    return "\n".join(parts)
+def _tamper_in_source(cells: list[str]) -> list[str]:
+    found = []
+    for src in cells:
+        if is_autograder_cell(src):
+            continue
+        for pattern, what in TAMPER_PATTERNS.items():
+            if re.search(pattern, src) and what not in found:
+                found.append(what)
+    return found
 
 
-def grade_one(path: Path, autograder_zip: Path, qs: dict[str, float], *, timeout: float) -> tuple[dict, str]:
+def _student_message(r: dict) -> str:
+    """What a student may see of a failed test: the public test's message; for a hidden test only its
+    failure message and the assertion's own text (never the test's source)."""
+    if not r["hidden"]:
+        return r["message"]
+    last = r["message"].strip().splitlines()[-1] if r["message"].strip() else ""
+    said = last.split(": ", 1)[1].strip() if last.startswith("AssertionError: ") else ""
+    parts = [p for p in (r.get("failure_message"), said) if p]
+    return "❌ " + (" -- ".join(parts) if parts else "failed")
+
+
+def _feedback(row: dict, qs: dict, graded: dict, cells: dict, tamper: list[str], log: str, *, student: bool) -> str:
+    lines = [f"{row['submission']}: {row['total']:g} / {row['possible']:g} points", f"status: {row['status']}", ""]
+    for q, points in qs.items():
+        g = graded.get(q)
+        if g is None:
+            lines.append(f"== {q}: 0 / {points:g} (not graded: the notebook stopped before it)")
+            continue
+        lines.append(f"== {q}: {row[q]:g} / {points:g}" + ("" if student else f" (graded {g['when']}, code cell {g['cell']})"))
+        for r in g["results"]:
+            tag = "hidden" if r["hidden"] else "public"
+            if r["passed"]:
+                lines.append(f"  [{tag}] {r['name']}: passed")
+            else:
+                msg = _student_message(r) if student else r["message"] + (f"\n  ({r['failure_message']})" if r["failure_message"] else "")
+                lines.append(f"  [{tag}] {r['name']}: {msg}".replace("\n", "\n    "))
+        lines.append("")
+    errors = [(i, c["error"]) for i, c in sorted(cells.items()) if c.get("error")]
+    if errors:
+        lines.append("cells that raised an error:")
+        lines += [f"  code cell {i}: {e}" for i, e in errors]
+    if not student:
+        timed = ", ".join(f"{i}: {c['seconds']:.1f} s" for i, c in sorted(cells.items()) if c.get("seconds", 0) >= 0.5)
+        lines += ["", f"seconds per code cell (0.5 s and over): {timed or 'none'}"]
+        if tamper:
+            lines += ["", "TAMPERING (scores withheld): " + "; ".join(tamper)]
+        lines += ["", "---- the notebook's output (last 3000 characters) ----", log[-3000:]]
+    return "\n".join(lines) + "\n"
+
+
+def grade_one(sub: submissions.Submission, tests: dict[str, str], qs: dict[str, float], *, timeout: float,
+              cell_timeout: float = 60.0, sandboxed: bool = True, cache: Path | None = None,
+              fill_cache: bool = False) -> tuple[dict, str, str]:
+    """Grade one submission in its sandbox. Returns (row, feedback for the instructor, feedback for the student).
+
+    ``cache`` is the autograder's cache (``KD_CACHE_DIR`` inside: the trained teachers of
+    ``kdutils.zoo``, the generated datasets), read-only unless ``fill_cache`` (the solution's run).
+    """
     import nbformat
 
-    row = {"submission": path.name, **{q: 0.0 for q in qs}, "status": ""}
-    feedback = ""
+    row = {"submission": sub.name, **{q: 0.0 for q in qs}, "total": 0.0, "possible": sum(qs.values()), "status": ""}
+    if sub.problem:
+        row["status"] = f"{sub.problem}: 0 points"
+        text = f"{sub.name}: not graded: {row['status']}\n"
+        return row, text, text
+    try:
+        raw = sub.read()
+        nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
+        sources = [c.source for c in nb.cells if c.cell_type == "code"]
+    except Exception as exc:
+        row["status"] = f"does not parse as a notebook ({type(exc).__name__}: {str(exc)[:100]}): 0 points"
+        text = f"{sub.name}: not graded: {row['status']}\n"
+        return row, text, text
+    notes = list(sub.notes)
+    if not any(submissions_check(s) for s in sources):
+        notes.append("no grader.check cells: each question graded once its answers were defined")
+    tamper = _tamper_in_source(sources)
+    token = secrets.token_hex(16)
+    graded, cells, done, log = {}, {}, False, ""
     with tempfile.TemporaryDirectory(prefix="kd-sub-") as tmp:
+        scratch = Path(tmp)
+        (scratch / "submission.ipynb").write_bytes(raw)
+        argv = [sys.executable, "-m", "kdutils.course.autograde"]
+        env = {"KD_PROFILE": "smoke"} if os.environ.get("KD_PROFILE") == "smoke" else {}
+        if cache is not None:
+            env["KD_CACHE_DIR"] = str(Path(cache).resolve())
+        if sandboxed:
+            shared = [Path(cache).resolve()] if cache is not None else []
+            cmd = sandbox.command(argv, scratch=scratch, env=env, readonly=[] if fill_cache else shared,
+                                  writable=shared if fill_cache else [])
+            cwd = None
+        else:
+            cmd, cwd = argv, scratch
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
+                                start_new_session=True, env=None if sandboxed else {**os.environ, **env, "MPLBACKEND": "Agg"})
+        proc.stdin.write(json.dumps({"token": token, "notebook": "submission.ipynb", "tests": tests,
+                                     "cell_timeout": cell_timeout}).encode())
+        proc.stdin.close()
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()
+        timed_out = False
         try:
-            if path.suffix == ".zip":
-                nb_path = _extract_notebook(path, Path(tmp))
-            elif path.suffix == ".ipynb":
-                nb_path = path
-            else:
-                raise GradingError(f"not a notebook ({path.suffix or 'no extension'})")
-            try:
-                nb = nbformat.read(nb_path, as_version=4)
-            except Exception as exc:
-                raise GradingError(f"does not parse as a notebook: {type(exc).__name__}: {str(exc)[:120]}") from None
-            notes = []
-            if not any("grader.check" in c.source for c in nb.cells if c.cell_type == "code"):
-                notes.append("grader cells deleted (graded from the autograder's tests anyway)")
-            results = otter_run(autograder_zip, nb_path, timeout=timeout)
-            for t in results.get("tests", []):
-                if t["name"] in qs and "score" in t:
-                    row[t["name"]] = float(t["score"])
-            row["status"] = "; ".join(["graded"] + notes)
-            feedback = _feedback_text(results)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            row["status"] = f"timed out after {timeout:g} s (infinite loop?): 0 points"
-        except GradingError as exc:
-            row["status"] = f"{exc}: 0 points"
-    if not feedback:
-        feedback = f"Not graded: {row['status']}\n"
-    return row, feedback
+            timed_out = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)      # whatever it left running, in or out of the sandbox
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        reader.join(timeout=10)
+        err = proc.stderr.read().decode(errors="replace")
+        for line in lines:
+            line = line.decode(errors="replace")
+            if not line.startswith(token):
+                continue
+            rec = json.loads(line[len(token):])
+            if "question" in rec and rec["question"] in qs:
+                if rec["question"] not in graded or rec["score"] > graded[rec["question"]]["score"]:
+                    graded[rec["question"]] = rec
+            elif "tamper" in rec:
+                tamper.append(rec["tamper"])
+            elif "cell" in rec:
+                cells[rec["cell"]] = rec
+            elif rec.get("done"):
+                done = True
+        written = [p.relative_to(scratch).as_posix() for p in scratch.rglob("*.py")
+                   if "test_case" in p.read_text(errors="replace") or p.parent.name == "tests"]
+        if written:
+            tamper.append(f"wrote test files ({', '.join(written[:3])})")
+        logfile = scratch / "output.log"
+        log = logfile.read_text(errors="replace") if logfile.exists() else ""
+    for q, rec in graded.items():
+        row[q] = float(min(rec["score"], qs[q]))
+    last = max(cells, default=-1)
+    if tamper:
+        row.update({q: 0.0 for q in qs})
+        row["status"] = "tampering: " + "; ".join(dict.fromkeys(tamper)) + ": 0 points, review by hand"
+    elif timed_out:
+        row["status"] = (f"timed out after {timeout:g} s (in code cell {last + 1}, an infinite loop?): "
+                         "questions graded before then kept")
+    elif not done:
+        why = err.strip().splitlines()[-1][:200] if err.strip() else f"exit code {proc.returncode}"
+        row["status"] = f"the notebook's process ended early after code cell {last} ({why}): questions graded before then kept"
+    else:
+        row["status"] = "; ".join(["graded", *notes])
+    row["total"] = sum(row[q] for q in qs)
+    for_instructor = _feedback(row, qs, graded, cells, list(dict.fromkeys(tamper)), log + ("\n" + err if err else ""), student=False)
+    for_student = _feedback(row, qs, graded, cells, [], "", student=True)
+    return row, for_instructor, for_student
 
 
-def grade_folder(assignment: str, submissions: Path, *, dist: Path | None = None, out: Path | None = None,
-                 timeout: float = 120.0, jobs: int = 1, progress: bool = True) -> pd.DataFrame:
-    """Grade every submission in ``submissions``; see the module docstring for what is written.
+def submissions_check(src: str) -> bool:
+    return bool(re.search(r"grader\s*\.\s*check\s*\(", src))
 
-    ``jobs > 1`` grades that many submissions at once (each in its own ``otter run`` process, each
-    with its own time limit); the default grades them one at a time.
+
+COLUMNS_AFTER = ["total", "possible", "status", "digest"]
+
+
+def _archive(out: Path, names: list[str] | None) -> Path:
+    """Move the current table, plot and the feedback of ``names`` (all if None) to ``previous/<time>/``."""
+    csv = out / "grades.csv"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(csv.stat().st_mtime))
+    target, n = out / "previous" / stamp, 1
+    while target.exists():
+        target, n = out / "previous" / f"{stamp}-{n}", n + 1
+    (target / "feedback").mkdir(parents=True)
+    shutil.copy2(csv, target / "grades.csv")
+    if (out / "grades.png").exists():
+        shutil.copy2(out / "grades.png", target / "grades.png")
+    for f in sorted((out / "feedback").glob("*.txt")):
+        if names is None or f.name.rsplit(".", 2)[0] in {submissions.feedback_stem(n) for n in names}:
+            os.replace(f, target / "feedback" / f.name)
+    return target
+
+
+def grade_folder(assignment: str, submissions_dir: Path, *, dist: Path | None = None, out: Path | None = None,
+                 timeout: float = 120.0, cell_timeout: float = 60.0, jobs: int = 1, progress: bool = True,
+                 sandboxed: bool = True, regrade: bool = False) -> pd.DataFrame:
+    """Grade every submission in ``submissions_dir``; see the module docstring for what is written.
+
+    A rerun on the same folder grades only what is new or changed since the last run (a run that was
+    interrupted picks up where it stopped); ``regrade=True`` grades everything again. ``jobs > 1``
+    grades that many submissions at once, each in its own sandbox with its own time limit.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
 
     if jobs < 1:
         raise GradingError(f"jobs must be >= 1, got {jobs}")
     dist = Path(dist or runtime.repo_root() / "dist")
-    submissions = Path(submissions)
-    if submissions.is_file():
-        raise GradingError(f"--submissions {submissions} is a file: give the folder that holds the submissions")
-    if not submissions.is_dir():
-        raise GradingError(f"submissions folder {submissions} does not exist")
-    files = sorted(p for p in submissions.iterdir() if p.is_file() and not p.name.startswith("."))
-    if not files:
-        raise GradingError(f"no submissions in {submissions}: the folder holds no files (nothing was written)")
+    submissions_dir = Path(submissions_dir)
+    if submissions_dir.is_file():
+        raise GradingError(f"--submissions {submissions_dir} is a file: give the folder that holds the submissions")
+    if not submissions_dir.is_dir():
+        raise GradingError(f"submissions folder {submissions_dir} does not exist")
+    found = submissions.find(submissions_dir, assignment)
+    if not found:
+        raise GradingError(f"no submissions in {submissions_dir}: the folder holds no files (nothing was written)")
     zip_path = find_autograder(assignment, dist)
     qs = questions(zip_path)
+    tests = test_sources(zip_path)
+    if sandboxed:
+        sandbox.bwrap()                               # refuse now, before anything is written
+    cache = zip_path.parent / "cache"
+    cache = cache if cache.is_dir() else None
     # only now, with something to grade and a grader to grade it, is anything written
     out = Path(out or runtime.repo_root() / "grades" / assignment)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "feedback").mkdir(exist_ok=True)
-    rows = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        graded = pool.map(lambda p: (p, *grade_one(p, zip_path, qs, timeout=timeout)), files)
-        for path, row, feedback in tqdm(graded, total=len(files), desc=f"grading {assignment}", disable=not progress):
-            row["total"] = sum(row[q] for q in qs)
-            row["possible"] = sum(qs.values())
-            rows.append(row)
-            atomic_write_text(out / "feedback" / f"{path.stem}.txt", feedback)
-    table = pd.DataFrame(rows, columns=["submission", *qs, "total", "possible", "status"])
+    (out / "feedback").mkdir(parents=True, exist_ok=True)
+    columns = ["submission", *qs, *COLUMNS_AFTER]
+    digests = {s.name: s.digest() for s in found}
     csv = out / "grades.csv"
-    if csv.exists():  # keep the previous table: a rerun never loses grades
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(csv.stat().st_mtime))
-        kept = out / f"grades-{stamp}.csv"
-        n = 1
-        while kept.exists():
-            kept, n = out / f"grades-{stamp}-{n}.csv", n + 1
-        os.replace(csv, kept)
-    atomic_write_text(csv, table.to_csv(index=False))
+    kept = []
+    if csv.exists():
+        old = pd.read_csv(csv, dtype={"digest": str}, keep_default_na=False)
+        same_columns = list(old.columns) == columns
+        keep = [r for r in old.to_dict("records") if same_columns and not regrade and digests.get(r["submission"]) == r["digest"]]
+        if len(keep) < len(old):
+            _archive(out, None if not keep else [r["submission"] for r in old.to_dict("records") if r not in keep])
+        kept = keep
+    done = {r["submission"] for r in kept}
+    todo = [s for s in found if s.name not in done]
+    rows = {r["submission"]: r for r in kept}
+
+    def save():
+        table = pd.DataFrame([rows[n] for n in sorted(rows)], columns=columns)
+        atomic_write_text(csv, table.to_csv(index=False))
+        return table
+
+    table = save()
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(grade_one, s, tests, qs, timeout=timeout, cell_timeout=cell_timeout,
+                               sandboxed=sandboxed, cache=cache): s for s in todo}
+        for fut in tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}", disable=not progress):
+            s = futures[fut]
+            row, for_instructor, for_student = fut.result()
+            row["digest"] = digests[s.name]
+            stem = submissions.feedback_stem(s.name)
+            atomic_write_text(out / "feedback" / f"{stem}.instructor.txt", for_instructor)
+            atomic_write_text(out / "feedback" / f"{stem}.student.txt", for_student)
+            rows[s.name] = row
+            table = save()                            # one row more on disk as each submission finishes
     if len(table):
         _plot(table, qs, out / "grades.png", assignment)
     return table
@@ -268,19 +441,27 @@ def assign_all(names: list[str] | None = None, *, dist: Path | None = None, time
         if target.exists():
             shutil.rmtree(target)
         start = time.perf_counter()
+        # otter assign executes the master: with KD_CACHE_DIR here, that run trains kdutils.zoo's teachers
+        # once and the autograder ships them (autograder/cache), so no submission has to train them
+        cache = dist / f".{name}-cache"
+        shutil.rmtree(cache, ignore_errors=True)
         code, out = _run([sys.executable, "-m", "otter", "assign", "--no-pdfs", str(master), str(target)], timeout,
-                         cwd=master.parent)
+                         cwd=master.parent, env={**os.environ, "KD_CACHE_DIR": str(cache)})
         if code != 0:
             raise GradingError(f"otter assign failed for {name}:\n{out[-2000:]}")
+        cache.mkdir(exist_ok=True)
+        os.replace(cache, target / "autograder" / "cache")
         student_for_colab(target / "student" / f"{name}.ipynb", name)
         zip_path = find_autograder(name, dist)
         qs = questions(zip_path)
         if verify:
-            results = otter_run(zip_path, target / "autograder" / f"{name}.ipynb", timeout=timeout)
-            scores = {t["name"]: t["score"] for t in results["tests"] if "score" in t}
-            short = {q: (scores.get(q, 0.0), p) for q, p in qs.items() if scores.get(q, 0.0) < p}
-            if short:
-                raise GradingError(f"the solution of {name} does not pass its own tests: {short}\n{_feedback_text(results)}")
+            solution = submissions.Submission("solution", target / "autograder" / f"{name}.ipynb")
+            cache = zip_path.parent / "cache"
+            row, feedback, _ = grade_one(solution, test_sources(zip_path), qs, timeout=timeout, cache=cache,
+                                         fill_cache=True, sandboxed=shutil.which("bwrap") is not None)
+            short = {q: (row[q], p) for q, p in qs.items() if row[q] < p}
+            if short or not row["status"].startswith("graded"):
+                raise GradingError(f"the solution of {name} does not pass its own tests: {short} ({row['status']})\n{feedback}")
         return {"assignment": name, "questions": len(qs), "points": sum(qs.values()),
                 "seconds": round(time.perf_counter() - start, 1), "student version": str(target / "student")}
 

@@ -1,0 +1,123 @@
+"""Submissions an instructor actually receives, written for the grading tests.
+
+Each builder writes one submission (or one LMS layout) into a folder and returns the row name the
+grader should give it. They start from the autograder's solution notebook or the student version
+that ``otter assign`` wrote, and edit cells by a marker they contain, so they follow the assignment
+when its wording changes (a marker that is gone fails the test loudly).
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import nbformat
+
+
+def edit(src: Path, dst: Path, edits=(), *, append=(), drop_grader=False):
+    """Copy a notebook, replacing ``old`` by ``new`` in the first code cell containing ``marker``
+    for each ``(marker, old, new)``, and appending code cells ``append``."""
+    nb = nbformat.read(src, as_version=4)
+    for marker, old, new in edits:
+        cells = [c for c in nb.cells if c.cell_type == "code" and marker in c.source]
+        assert cells and old in cells[0].source, f"fixture edit {old!r} not found in {src.name}"
+        cells[0].source = cells[0].source.replace(old, new)
+    for code in append:
+        nb.cells.append(nbformat.v4.new_code_cell(code))
+    if drop_grader:
+        nb.cells = [c for c in nb.cells if "grader" not in c.source]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, dst)
+    return dst
+
+
+def fresh_notebook(src: Path, dst: Path):
+    """The solution's code pasted into a new notebook: no otter metadata, no set-up, no grader cells."""
+    old = nbformat.read(src, as_version=4)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c.source) for c in old.cells
+                if c.cell_type == "code" and "grader" not in c.source and "importlib.util" not in c.source]
+    nbformat.write(nb, dst)
+    return dst
+
+
+def zip_of(dst: Path, members: dict[str, Path]):
+    with zipfile.ZipFile(dst, "w") as z:
+        for name, path in members.items():
+            z.write(path, name)
+    return dst
+
+
+A1 = "a1_kd_losses"
+KL_LINE = 'return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean")'
+
+# classic mistakes in Question 1's kl_divergence: (marker, old, new)
+A1_KL_BUGS = {
+    "bug_swapped_args": ("F.kl_div(log_p_s, log_p_t,", "F.kl_div(log_p_t, log_p_s,"),
+    "bug_probs_for_logprobs": (KL_LINE, 'return F.kl_div(log_p_s.exp(), log_p_t.exp(), reduction="batchmean")'),
+    "bug_reduction_mean": ('reduction="batchmean"', 'reduction="mean"'),
+    "bug_reduction_sum": ('reduction="batchmean"', 'reduction="sum"'),
+    "bug_softmax_twice": ("F.log_softmax(student_logits / T, dim=-1)", "F.log_softmax(F.softmax(student_logits / T, dim=-1), dim=-1)"),
+    "bug_t_student_only": ("F.log_softmax(teacher_logits / T, dim=-1)", "F.log_softmax(teacher_logits, dim=-1)"),
+    "bug_log_of_softmax": (KL_LINE, "p_t = F.softmax(teacher_logits / T, -1)\n"
+                           "    return (p_t * (torch.log(p_t) - torch.log(F.softmax(student_logits / T, -1)))).sum(-1).mean()"),
+    "bug_constant": (KL_LINE, "return torch.tensor(0.1, dtype=torch.float64)"),
+    "bug_total_variation": (KL_LINE, "return 0.5 * (log_p_t.exp() - log_p_s.exp()).abs().sum(-1).mean()"),
+    "bug_nan": (KL_LINE, "return torch.tensor(float('nan'))"),
+    "bug_numpy_no_grad": (KL_LINE, "import numpy as np\n"
+                          "    ls, lt = log_p_s.detach().numpy(), log_p_t.detach().numpy()\n"
+                          "    return float((np.exp(lt) * (lt - ls)).sum(-1).mean())"),
+}
+A1_OTHER_BUGS = {   # (marker, old, new)
+    "bug_no_t_squared": ("def distillation_loss", "alpha * T * T * soft", "alpha * soft"),
+    "bug_divided_by_t": ("def distillation_loss", "alpha * T * T * soft", "alpha * soft / T"),
+    "bug_q7_scaled_by_t": ("temperatures = [", "scaled = {T: T**2 * n", "scaled = {T: T * n"),
+}
+
+
+A2, A3, A4 = "a2_wrong_dataset", "a3_distill_and_report", "a4_context_distillation"
+A2_FIX = 'fixed_student, fixed_run = distil_student(simplify(x_train), simplify(x_pool))'
+A2_BUGS = {   # Question 2's fix done wrong: (old, new) in the cell that trains fixed_student
+    "bug_no_teacher": (A2_FIX, "fixed_student = sensors.student(seed=0)\n"
+                       "fixed_run = train.fit(fixed_student, simplify(x_train), y_train, epochs=6, lr=3e-2, seed=0, progress=False)"),
+    "bug_test_leak": (A2_FIX, "fixed_student, fixed_run = sensors.distil(teacher, simplify(torch.cat([x_train, x_test])), "
+                      "torch.cat([y_train, y_test]), teacher_x=torch.cat([x_train, x_test]), transfer_x=simplify(x_pool), "
+                      "transfer_teacher_x=x_pool, temperature=4.0, alpha=0.9, epochs=6, lr=3e-2, seed=0, progress=False)"),
+}
+A3_Q1 = "student = models.MLP()\ntrain.fit(student"
+A3_BUGS = {   # (marker, old, new)
+    "bug_teacher_as_student": ("T_choice, alpha_choice =", "student = models.MLP()\ntrain.fit(student,",
+                               "student = models.MLP()\ntrain.fit(models.MLP(),"),
+    "bug_target_lowered": ("T_choice, alpha_choice =", "T_choice, alpha_choice = 4.0, 0.9", "TARGET = 0.5\nT_choice, alpha_choice = 4.0, 0.0"),
+}
+A3_BUGS["bug_teacher_as_student"] = ("T_choice, alpha_choice =", "student = models.MLP()\ntrain.fit(student, mnist.x_train, mnist.y_train, teacher=teacher, transfer_x=x_transfer,\n"
+                                     "          temperature=T_choice, alpha=alpha_choice, epochs=7, lr=2e-2, schedule=\"cosine\", seed=0, progress=False)",
+                                     "class Student(models.MLP):          # a wrapper that answers with the teacher\n"
+                                     "    def forward(self, x):\n        return teacher(x)\nstudent = Student()")
+A3_FAIR = [   # correct, written differently: a two-panel horizontal-bar figure; a later experiment reusing `student`
+    ("fig = ax.get_figure()", 'ax = report_table.plot.bar(rot=0, ylim=(0, 1), title="Accuracy and agreement with the teacher")\nfig = ax.get_figure()',
+     'fig, axes = plt.subplots(1, 2, figsize=(8, 3))\nfor ax, col in zip(axes, ["accuracy", "agreement"]):\n'
+     '    ax.barh(list(report_table.index), report_table[col].astype(float))\n    ax.set_title(col)'),
+]
+A3_FAIR_APPEND = ["# my own experiment for Question 4: what does 1 epoch give?\nruntime.seed_everything(1)\nstudent = models.MLP()\n"
+                  "train.fit(student, mnist.x_train, mnist.y_train, epochs=1, seed=1, progress=False)\n"
+                  "report_table = report_table * 0"]
+
+
+def a3_typed_numbers(sol: Path, dst: Path):
+    """Question 2's table typed in from a printed run (three decimals), the way a student copies output.
+    (Run with KD_CACHE_DIR at the autograder's cache, so the teacher is the one graded against.)"""
+    from kdutils import data, metrics, runtime, train, zoo, models
+    mnist = data.load_mnist1d()
+    x_transfer = data.mnist1d_transfer_set(10000, seed=777)
+    teacher, scratch = zoo.mnist1d_cnn(), zoo.mnist1d_mlp()
+    runtime.seed_everything(0)
+    student = models.MLP()
+    train.fit(student, mnist.x_train, mnist.y_train, teacher=teacher, transfer_x=x_transfer, temperature=4.0, alpha=0.9,
+              epochs=7, lr=2e-2, schedule="cosine", seed=0, progress=False)
+    z_t = train.predict(teacher, mnist.x_test)
+    rows = {}
+    for name, m in [("teacher", teacher), ("scratch student", scratch), ("distilled student", student)]:
+        z = train.predict(m, mnist.x_test)
+        rows[name] = {"accuracy": round(metrics.accuracy(z, mnist.y_test), 3), "agreement": round(metrics.top1_agreement(z, z_t), 3)}
+    typed = f"report_table = pd.DataFrame({rows!r}).T"
+    return edit(sol, dst, [("report_table = pd.DataFrame(rows).T", "report_table = pd.DataFrame(rows).T", typed)])
