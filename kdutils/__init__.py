@@ -11,6 +11,7 @@ Modules, each one concept:
 * ``diagnose`` -- is the student trained on what it will see when deployed?
 * ``sensors``  -- the two-sensor task of notebook 04 and assignment a2 (x and its simplified x')
 * ``tasks``    -- the toy instruction language of notebook 05
+* ``zoo``      -- trained teachers the course reuses, trained once and cached
 * ``fullrun``  -- the full GPU teacher -> student run of notebook 06
 * ``report``   -- save a notebook's figures as JSON
 

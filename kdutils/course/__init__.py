@@ -4,7 +4,10 @@
 * ``nbrun``    -- execute the notebooks in order (``make run``)
 * ``colab``    -- the notebooks' Colab badges and set-up cells, generated in one place
 * ``colabsim`` -- run a notebook as Colab would, opened alone (``make test``)
-* ``grading``  -- otter assign / otter run around the assignments (``make assignments``, ``make grade``)
+* ``grading``  -- otter assign, and grading a class (``make assignments``, ``make grade``)
+* ``submissions`` -- finding each student's notebook in what an LMS download holds
+* ``sandbox``  -- the bubblewrap sandbox each submission runs in
+* ``autograde`` -- grades one notebook question by question (the process inside the sandbox)
 
 The library (``kdutils.losses``, ``kdutils.data``, ...) never imports from here.
 """
