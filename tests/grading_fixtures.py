@@ -106,7 +106,11 @@ A3_FAIR_APPEND = ["# my own experiment for Question 4: what does 1 epoch give?\n
 def a3_typed_numbers(sol: Path, dst: Path):
     """Question 2's table typed in from a printed run (three decimals), the way a student copies output.
     (Run with KD_CACHE_DIR at the autograder's cache, so the teacher is the one graded against.)"""
+    import torch
+
     from kdutils import data, metrics, runtime, train, zoo, models
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)          # as the notebook does: the same arithmetic, the same numbers
     mnist = data.load_mnist1d()
     x_transfer = data.mnist1d_transfer_set(10000, seed=777)
     teacher, scratch = zoo.mnist1d_cnn(), zoo.mnist1d_mlp()
@@ -119,5 +123,6 @@ def a3_typed_numbers(sol: Path, dst: Path):
     for name, m in [("teacher", teacher), ("scratch student", scratch), ("distilled student", student)]:
         z = train.predict(m, mnist.x_test)
         rows[name] = {"accuracy": round(metrics.accuracy(z, mnist.y_test), 3), "agreement": round(metrics.top1_agreement(z, z_t), 3)}
+    torch.set_num_threads(threads)
     typed = f"report_table = pd.DataFrame({rows!r}).T"
     return edit(sol, dst, [("report_table = pd.DataFrame(rows).T", "report_table = pd.DataFrame(rows).T", typed)])

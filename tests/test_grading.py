@@ -275,6 +275,9 @@ def test_other_assignments(assigned, tmp_path, monkeypatch, name):
     got = {s: {q: float(by.loc[s, q]) for q in qs} for s in expected}
     assert got == expected, by[["status"]].to_dict()
     assert (by.status == "graded").all(), by.status.to_dict()
+    if name == fx.A3:
+        feedback = (tmp_path / "grades" / "feedback" / "bug_typed_numbers.ipynb.student.txt").read_text()
+        assert "typed into the code" in feedback, "the typed-in table is caught as typed in, not by accident"
 
 
 def _grade_cli(tmp_path, submissions, *extra):

@@ -218,7 +218,7 @@ def main():
         start = time.perf_counter()
         signal.setitimer(signal.ITIMER_REAL, limit)
         try:
-            result = shell.run_cell(src, store_history=False, silent=False)
+            result = shell.run_cell(src, store_history=True, silent=False)   # In[]: what the cells said
             error = result.error_before_exec or result.error_in_exec
         except CellTimeout as exc:
             error = exc
