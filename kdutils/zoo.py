@@ -3,8 +3,8 @@
 Nothing can be downloaded here, so there are no published weights to fetch; instead each entry is a
 *recipe* (an architecture, a dataset, a seed and a training budget), run the first time it is
 asked for and cached as a ``state_dict`` under ``runtime.cache_dir() / "zoo"``. The cache key covers
-the recipe and the torch version, so a changed recipe is trained afresh. Training is deterministic
-on the CPU (seeded), so the cached model is the one the recipe would train again.
+the recipe and the torch version, so a changed recipe is trained afresh. Training is seeded, so on one
+machine with one thread count the cached model is the one the recipe would train again.
 
 Why: the assignments need a trained teacher, and training it in every submission is what made
 grading a class slow. The autograder ships the cache (``make assignments`` fills it), and each
@@ -14,6 +14,7 @@ submission loads the teacher in milliseconds; on a laptop or Colab the first cal
 ``mnist1d_cnn()``           ``models.MNIST1DCNN()`` on MNIST-1D, 60 epochs (assignment 3's teacher)
 ``mnist1d_mlp()``           ``models.MLP()`` on MNIST-1D's labels, 60 epochs (assignment 3's scratch student)
 ``sensors_cnn()``           ``models.MNIST1DCNN(in_channels=2, channels=32)`` on ``sensors.two_sensors()``, 30 epochs (assignment 2's teacher)
+``instruction_gpt()``       ``models.GPT`` (2 layers, d_model 64) following all four instructions of ``tasks`` (assignment 4's teacher)
 ==========================  =============================================================
 """
 from __future__ import annotations
@@ -113,3 +114,32 @@ def sensors_cnn() -> nn.Module:
 
     return cached("sensors-cnn", {"model": "MNIST1DCNN(in_channels=2, channels=32)", "data": "two_sensors()",
                                   "epochs": 30, "seed": 0}, make, train)
+
+
+def instruction_gpt(lengths: tuple[int, int] = (3, 4)) -> nn.Module:
+    """The course's small GPT, trained 300 steps to follow all four instructions of ``kdutils.tasks``
+    on queries of ``lengths`` digits (AdamW, one-cycle schedule): the teacher of assignment 4."""
+    import torch.nn.functional as F
+
+    from . import models, tasks
+
+    V, block = len(tasks.VOCAB), 2 * lengths[1] + 2
+
+    def make():
+        runtime.seed_everything(0)
+        return models.GPT(V, block, n_layer=2, n_head=4, d_model=64)
+
+    def train(model):
+        g = torch.Generator().manual_seed(0)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=300)
+        for _ in range(300):
+            tokens, mask = tasks.mixed_batch(128, lengths, generator=g)
+            loss = F.cross_entropy(model(tokens[:, :-1])[mask[:, :-1]], tokens[:, 1:][mask[:, :-1]])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+
+    return cached("instruction-gpt", {"model": "GPT(V, block, n_layer=2, n_head=4, d_model=64)", "lengths": list(lengths),
+                                      "steps": 300, "batch": 128, "lr": 3e-3, "seed": 0}, make, train)

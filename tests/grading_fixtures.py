@@ -78,10 +78,10 @@ A2, A3, A4 = "a2_wrong_dataset", "a3_distill_and_report", "a4_context_distillati
 A2_FIX = 'fixed_student, fixed_run = distil_student(simplify(x_train), simplify(x_pool))'
 A2_BUGS = {   # Question 2's fix done wrong: (old, new) in the cell that trains fixed_student
     "bug_no_teacher": (A2_FIX, "fixed_student = sensors.student(seed=0)\n"
-                       "fixed_run = train.fit(fixed_student, simplify(x_train), y_train, epochs=6, lr=3e-2, seed=0, progress=False)"),
+                       "fixed_run = train.fit(fixed_student, simplify(x_train), y_train, epochs=4, lr=4e-2, seed=0, progress=False)"),
     "bug_test_leak": (A2_FIX, "fixed_student, fixed_run = sensors.distil(teacher, simplify(torch.cat([x_train, x_test])), "
                       "torch.cat([y_train, y_test]), teacher_x=torch.cat([x_train, x_test]), transfer_x=simplify(x_pool), "
-                      "transfer_teacher_x=x_pool, temperature=4.0, alpha=0.9, epochs=6, lr=3e-2, seed=0, progress=False)"),
+                      "transfer_teacher_x=x_pool, temperature=4.0, alpha=0.9, epochs=4, lr=4e-2, seed=0, progress=False)"),
 }
 A3_Q1 = "student = models.MLP()\ntrain.fit(student"
 A3_BUGS = {   # (marker, old, new)
@@ -90,7 +90,7 @@ A3_BUGS = {   # (marker, old, new)
     "bug_target_lowered": ("T_choice, alpha_choice =", "T_choice, alpha_choice = 4.0, 0.9", "TARGET = 0.5\nT_choice, alpha_choice = 4.0, 0.0"),
 }
 A3_BUGS["bug_teacher_as_student"] = ("T_choice, alpha_choice =", "student = models.MLP()\ntrain.fit(student, mnist.x_train, mnist.y_train, teacher=teacher, transfer_x=x_transfer,\n"
-                                     "          temperature=T_choice, alpha=alpha_choice, epochs=7, lr=2e-2, schedule=\"cosine\", seed=0, progress=False)",
+                                     "          temperature=T_choice, alpha=alpha_choice, epochs=6, lr=2e-2, schedule=\"cosine\", seed=0, progress=False)",
                                      "class Student(models.MLP):          # a wrapper that answers with the teacher\n"
                                      "    def forward(self, x):\n        return teacher(x)\nstudent = Student()")
 A3_FAIR = [   # correct, written differently: a two-panel horizontal-bar figure; a later experiment reusing `student`
@@ -117,7 +117,7 @@ def a3_typed_numbers(sol: Path, dst: Path):
     runtime.seed_everything(0)
     student = models.MLP()
     train.fit(student, mnist.x_train, mnist.y_train, teacher=teacher, transfer_x=x_transfer, temperature=4.0, alpha=0.9,
-              epochs=7, lr=2e-2, schedule="cosine", seed=0, progress=False)
+              epochs=6, lr=2e-2, schedule="cosine", seed=0, progress=False)
     z_t = train.predict(teacher, mnist.x_test)
     rows = {}
     for name, m in [("teacher", teacher), ("scratch student", scratch), ("distilled student", student)]:
