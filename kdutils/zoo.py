@@ -70,9 +70,9 @@ def _fit(model, x, y, *, epochs: int, seed: int = 0):
     train.fit(model, x, y, epochs=epochs, seed=seed, progress=False)
 
 
-def mnist1d_cnn() -> nn.Module:
-    """The course's MNIST-1D teacher: ``models.MNIST1DCNN()``, 60 epochs on the 4,000 training digits."""
-    from . import data, models
+def _mnist1d_supervised(name: str, recipe_model: str, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` trained 60 epochs on the 4,000 labeled MNIST-1D training digits."""
+    from . import data
 
     def train(model):
         mnist = data.load_mnist1d()
@@ -80,24 +80,23 @@ def mnist1d_cnn() -> nn.Module:
 
     def make():
         runtime.seed_everything(0)
-        return models.MNIST1DCNN()
+        return build()
 
-    return cached("mnist1d-cnn", {"model": "MNIST1DCNN()", "data": "mnist1d", "epochs": 60, "seed": 0}, make, train)
+    return cached(name, {"model": recipe_model, "data": "mnist1d", "epochs": 60, "seed": 0}, make, train)
+
+
+def mnist1d_cnn() -> nn.Module:
+    """The course's MNIST-1D teacher: ``models.MNIST1DCNN()``, 60 epochs on the 4,000 training digits."""
+    from . import models
+
+    return _mnist1d_supervised("mnist1d-cnn", "MNIST1DCNN()", models.MNIST1DCNN)
 
 
 def mnist1d_mlp() -> nn.Module:
     """``models.MLP()`` trained on MNIST-1D's labels alone, 60 epochs: the scratch student."""
-    from . import data, models
+    from . import models
 
-    def train(model):
-        mnist = data.load_mnist1d()
-        _fit(model, mnist.x_train, mnist.y_train, epochs=60)
-
-    def make():
-        runtime.seed_everything(0)
-        return models.MLP()
-
-    return cached("mnist1d-mlp", {"model": "MLP()", "data": "mnist1d", "epochs": 60, "seed": 0}, make, train)
+    return _mnist1d_supervised("mnist1d-mlp", "MLP()", models.MLP)
 
 
 def sensors_cnn() -> nn.Module:

@@ -191,6 +191,7 @@ def main():
     ns["grader"] = grader
     guarded = _guarded()
     best = {q: None for q in tests}
+    defined = set()                                   # questions whose answers are all defined by now
 
     def grade(q, at, why):
         results = []
@@ -236,8 +237,8 @@ def main():
                 continue
             if check_at.get(q) == i:
                 grade(q, i, "after its grader.check cell")
-            elif all(n in ns for n in needs[q]) and not getattr(grade, f"seen_{q}", False):
-                setattr(grade, f"seen_{q}", True)
+            elif q not in defined and all(n in ns for n in needs[q]):
+                defined.add(q)
                 grade(q, i, "once its answers were defined")
     for q in tests:
         if best[q] is None or best[q] < possible[q]:

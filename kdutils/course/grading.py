@@ -48,7 +48,7 @@ import pandas as pd
 from .. import runtime
 from ..files import atomic_write_text
 from . import sandbox, submissions
-from .autograde import is_autograder_cell
+from .autograde import CHECK, is_autograder_cell
 
 
 class GradingError(RuntimeError):
@@ -200,7 +200,7 @@ def grade_one(sub: submissions.Submission, tests: dict[str, str], qs: dict[str, 
         text = f"{sub.name}: not graded: {row['status']}\n"
         return row, text, text
     notes = list(sub.notes)
-    if not any(submissions_check(s) for s in sources):
+    if not any(CHECK.search(s) for s in sources):
         notes.append("no grader.check cells: each question graded once its answers were defined")
     tamper = _tamper_in_source(sources)
     token = secrets.token_hex(16)
@@ -277,10 +277,6 @@ def grade_one(sub: submissions.Submission, tests: dict[str, str], qs: dict[str, 
     for_instructor = _feedback(row, qs, graded, cells, list(dict.fromkeys(tamper)), log + ("\n" + err if err else ""), student=False)
     for_student = _feedback(row, qs, graded, cells, [], "", student=True)
     return row, for_instructor, for_student
-
-
-def submissions_check(src: str) -> bool:
-    return bool(re.search(r"grader\s*\.\s*check\s*\(", src))
 
 
 COLUMNS_AFTER = ["total", "possible", "status", "digest"]
