@@ -4,20 +4,21 @@ Modules, each one concept:
 
 * ``runtime``  -- profile (smoke/full), seed, device, Colab, where results go
 * ``losses``   -- KL, soft cross-entropy, Hinton's distillation loss, generalized JSD
+* ``feature_losses`` -- FitNets hints (with a regressor), hidden-state cosine, attention transfer
 * ``data``     -- digits and MNIST-1D, offline, cached
 * ``models``   -- the teachers and students of the course
 * ``train``    -- one training loop for supervised training and distillation
-* ``metrics``  -- accuracy, fidelity (agreement, predictive KL), calibration, comparing arms over seeds
+* ``metrics``  -- accuracy, fidelity (agreement, predictive KL), calibration, linear CKA, comparing arms over seeds
 * ``diagnose`` -- is the student trained on what it will see when deployed?
-* ``sensors``  -- the two-sensor task of notebook 04 and assignment a2 (x and its simplified x')
-* ``tasks``    -- the toy instruction language of notebook 05
+* ``sensors``  -- the two-sensor task of notebook 05 and assignment a2 (x and its simplified x')
+* ``tasks``    -- the toy instruction language of notebook 06
 * ``zoo``      -- trained teachers the course reuses, trained once and cached
-* ``fullrun``  -- the full GPU teacher -> student run of notebook 06
+* ``fullrun``  -- the full GPU teacher -> student run of notebook 07
 * ``report``   -- save a notebook's figures as JSON
 
 The course tooling (running the notebooks, Colab set-up cells, grading) lives apart, in
 ``kdutils.course``; nothing here imports it.
 """
-from . import data, losses, metrics, report, runtime  # noqa: F401
+from . import data, feature_losses, losses, metrics, report, runtime  # noqa: F401
 
 __version__ = "0.1.0"

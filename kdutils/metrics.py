@@ -7,6 +7,7 @@ Accuracy asks whether the student is right; *fidelity* asks whether it agrees wi
 * top1_agreement      = mean_i [argmax z_s,i = argmax z_t,i]
 * predictive_kl       = mean_i KL(p_t,i || p_s,i)          (at T = 1)
 * expected_calibration_error = sum_b (n_b / n) |acc_b - conf_b| over confidence bins b
+* linear_cka          = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F), centered: how alike two models' features are
 """
 from __future__ import annotations
 
@@ -115,3 +116,28 @@ def compare_seeds(a, b, *, paired: bool = False) -> dict:
     else:
         noise = _t975(len(a) + len(b) - 2) * float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
     return {"difference": d, "noise": noise, "exceeds_noise": abs(d) > noise}
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    r"""Linear centered kernel alignment (Kornblith et al. 2019): how alike two representations are.
+
+    ``x`` (N, ...) and ``y`` (N, ...) are two models' features on the same N inputs (flattened per
+    example; the feature sizes may differ). With the columns centered,
+
+    .. math::  \mathrm{CKA}(X, Y) = \frac{\|Y^\top X\|_F^2}{\|X^\top X\|_F\,\|Y^\top Y\|_F} \in [0, 1]
+
+    1 when one representation is an orthogonal transform and scaling of the other; invariant to both,
+    so it compares features of different widths. Computed in float64.
+    """
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+        raise ValueError(f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
+    if x.dim() < 2 or y.dim() < 2 or len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"x and y must be features (N, ...) of the same N >= 2 inputs, got {tuple(x.shape)} and {tuple(y.shape)}")
+    x, y = x.detach().flatten(1).double(), y.detach().flatten(1).double()
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        raise ValueError("x and y must be finite (no NaN or inf)")
+    x, y = x - x.mean(0), y - y.mean(0)
+    denominator = torch.linalg.matrix_norm(x.T @ x) * torch.linalg.matrix_norm(y.T @ y)
+    if denominator == 0:
+        raise ValueError("a representation is constant over the inputs: CKA is undefined")
+    return float(torch.linalg.matrix_norm(y.T @ x) ** 2 / denominator)

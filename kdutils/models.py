@@ -52,9 +52,8 @@ class MNIST1DCNN(nn.Module):
         self.head = nn.Linear(out, num_classes)
 
     def forward(self, x):
-        if x.dim() == 2:
-            x = x.unsqueeze(1)
-        return self.head(self.conv(x).flatten(1))
+        x = x.reshape(x.shape[0], -1, x.shape[-1])   # (B, 40) -> (B, 1, 40); written without an `if` so that
+        return self.head(self.conv(x).flatten(1))   # torch.fx can trace it (feature extraction, notebook 04)
 
 
 class DigitsCNN(nn.Module):
@@ -82,7 +81,7 @@ def digits_mlp(num_classes: int = 10, hidden: int = 32) -> MLP:
 
 
 # ----------------------------------------------------------------------------- a small GPT
-# A causal transformer in the style of karpathy/nanoGPT, for notebook 05 (context distillation).
+# A causal transformer in the style of karpathy/nanoGPT, for notebook 06 (context distillation).
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_head: int):

@@ -1,4 +1,4 @@
-r"""The two-sensor task of notebook 04 and assignment a2: privileged inputs for the teacher only.
+r"""The two-sensor task of notebook 05 and assignment a2: privileged inputs for the teacher only.
 
 Every recording of MNIST-1D comes from two sensors: the *field* sensor a product ships with (the
 generator's default noise) and a *lab* reference sensor (the same recording with the noise turned

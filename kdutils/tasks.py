@@ -1,4 +1,4 @@
-"""A toy instruction language for context distillation (notebook 05).
+"""A toy instruction language for context distillation (notebook 06).
 
 A prompt is one instruction token followed by a query of digits and a separator; the answer is the
 query transformed by the instruction:

@@ -100,7 +100,7 @@ def mnist1d_mlp() -> nn.Module:
 
 
 def sensors_cnn() -> nn.Module:
-    """The two-sensor teacher of notebook 04 and assignment 2: reads ``[field, lab]``, 30 epochs."""
+    """The two-sensor teacher of notebook 05 and assignment 2: reads ``[field, lab]``, 30 epochs."""
     from . import models, sensors
 
     def train(model):

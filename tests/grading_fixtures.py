@@ -75,6 +75,16 @@ A1_OTHER_BUGS = {   # (marker, old, new)
 
 
 A2, A3, A4 = "a2_wrong_dataset", "a3_distill_and_report", "a4_context_distillation"
+A5 = "a5_feature_distillation"
+A5_HINT = "def hint_term"
+A5_BUGS = {   # the classic feature-distillation mistakes: (marker, old, new)
+    "bug_regressor_on_teacher": (A5_HINT, "return ((mapped - teacher_map.detach()) ** 2).mean()",
+                                 "return ((student_map - regressor(teacher_map.detach())) ** 2).mean()"),
+    "bug_teacher_not_detached": (A5_HINT, "teacher_map.detach()) ** 2", "teacher_map) ** 2"),
+    "bug_broadcasts": (A5_HINT, "    if mapped.shape != teacher_map.shape:\n        raise", "    if False:\n        raise"),
+    "bug_attention_not_normalised": ("def attention", "return q / q.norm(dim=1, keepdim=True)", "return q"),
+    "bug_attention_teacher_not_detached": ("def at_term", "attention(teacher_map.detach())", "attention(teacher_map)"),
+}
 A2_FIX = 'fixed_student, fixed_run = distil_student(simplify(x_train), simplify(x_pool))'
 A2_BUGS = {   # Question 2's fix done wrong: (old, new) in the cell that trains fixed_student
     "bug_no_teacher": (A2_FIX, "fixed_student = sensors.student(seed=0)\n"

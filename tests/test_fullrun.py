@@ -1,4 +1,4 @@
-"""notebook 06's machinery: the CIFAR-10 reader on fixture files, the device loader, checkpoints."""
+"""notebook 07's machinery: the CIFAR-10 reader on fixture files, the device loader, checkpoints."""
 import pickle
 import warnings
 

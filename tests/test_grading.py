@@ -24,7 +24,7 @@ FULL = {"q1": 3, "q2": 2, "q3": 3, "q4": 1, "q5": 3, "q6": 2, "q7": 2}
 
 
 def test_assignment_list():
-    assert ASSIGNMENTS == [fx.A1, fx.A2, fx.A3, fx.A4]
+    assert ASSIGNMENTS == [fx.A1, fx.A2, fx.A3, fx.A4, fx.A5]
 
 
 def scores(**lost):
@@ -245,7 +245,7 @@ def test_killed_run_keeps_finished_rows_and_resumes(assigned, tmp_path):
     assert not (out / "previous").exists(), "resuming keeps the table: nothing to set aside"
 
 
-@pytest.mark.parametrize("name", [fx.A2, fx.A3, fx.A4])
+@pytest.mark.parametrize("name", [fx.A2, fx.A3, fx.A4, fx.A5])
 def test_other_assignments(assigned, tmp_path, monkeypatch, name):
     """Each solution earns every point, the untouched student version none, and each classic bug its exact loss."""
     dist, subs = assigned, tmp_path / "subs"
@@ -270,6 +270,16 @@ def test_other_assignments(assigned, tmp_path, monkeypatch, name):
         expected["bug_typed_numbers.ipynb"] = {**full, "q2": 0.0}
         fx.edit(sol, subs / "fair_barh_and_later_experiment.ipynb", fx.A3_FAIR, append=fx.A3_FAIR_APPEND)
         expected["fair_barh_and_later_experiment.ipynb"] = full
+    if name == fx.A5:   # each classic feature-distillation mistake costs exactly the tests that name it
+        for bug, (marker, old, new) in fx.A5_BUGS.items():
+            fx.edit(sol, subs / f"{bug}.ipynb", [(marker, old, new)])
+        lost = {"bug_regressor_on_teacher": {"q1": 0.0, "q3": 1.0},        # q1 entirely; q3's loss uses hint_term
+                "bug_teacher_not_detached": {"q1": 3.0},
+                "bug_broadcasts": {"q1": 3.0},
+                "bug_attention_not_normalised": {"q2": 1.0},               # the map and the loss built on it
+                "bug_attention_teacher_not_detached": {"q2": 2.0}}
+        for bug, scores_lost in lost.items():
+            expected[f"{bug}.ipynb"] = {**full, **scores_lost}
     table = grading.grade_folder(name, subs, dist=dist, out=tmp_path / "grades", timeout=150, jobs=2, progress=False)
     by = table.set_index("submission")
     got = {s: {q: float(by.loc[s, q]) for q in qs} for s in expected}

@@ -1,4 +1,4 @@
-"""kdutils.sensors: the two-sensor task shared by notebook 04 and assignment a2."""
+"""kdutils.sensors: the two-sensor task shared by notebook 05 and assignment a2."""
 import pytest
 import torch
 
