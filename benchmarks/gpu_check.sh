@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # GPU check for a lent accelerator machine (no internet, no package index; torch, torchvision,
 # pandas, seaborn, scikit-learn, tqdm and pytest preinstalled; no Jupyter/nbval/mnist1d).
-# At most ~8 minutes. Writes $OUT/gpu_check.json (or ./build/gpu_check.json) and the logs beside it.
+# At most ~12 minutes. Writes $OUT/gpu_check.json (or ./build/gpu_check.json) and the logs beside it.
 #   1. CUDA unit tests: losses in fp32/bf16 on CUDA, the device loader, checkpoints
 #   2. the full-run code at GPU scale on generated CIFAR-shaped data in torchvision's layout (no download)
 #   3. the throughput benchmark (reference DataLoader loop vs the course loop)
+#   4. the full run under torchrun, one process per GPU
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-build}"; mkdir -p "$OUT"
@@ -42,14 +43,22 @@ full=$?
 timeout 150 python benchmarks/kd_throughput.py --scale gpu > "$OUT/throughput.log" 2>&1
 bench=$?
 
-python - "$OUT" "$unit" "$full" "$bench" <<'PY'
+# 4. the same run under torchrun, one process per GPU (DDP, NCCL), 2 epochs, on the generated data
+NGPU=$(python -c "import torch; print(torch.cuda.device_count())")
+timeout 150 torchrun --standalone --nproc_per_node="$NGPU" -m kdutils.fullrun --dataset cifar10 --scale gpu --epochs 2 \
+  --data-root "$OUT/fake_cifar" --checkpoint-dir "$OUT/ckpt-ddp" --json "$OUT/ddp.json" > "$OUT/ddp.log" 2>&1
+ddp=$?
+
+python - "$OUT" "$unit" "$full" "$bench" "$ddp" <<'PY'
 import json, sys
 from pathlib import Path
-out = Path(sys.argv[1]); codes = dict(zip(["unit_tests", "fullrun", "benchmark"], map(int, sys.argv[2:])))
+out = Path(sys.argv[1]); codes = dict(zip(["unit_tests", "fullrun", "benchmark", "torchrun"], map(int, sys.argv[2:])))
 summary = {"exit_codes": codes, "device": (out / "device.txt").read_text().strip(),
            "unit_tail": (out / "unit.log").read_text()[-600:], "throughput": (out / "throughput.log").read_text()[-1200:]}
 f = out / "fullrun.json"
 summary["fullrun"] = json.loads(f.read_text()) if f.exists() else (out / "fullrun.log").read_text()[-1500:]
+f = out / "ddp.json"
+summary["torchrun"] = json.loads(f.read_text()) if f.exists() else (out / "ddp.log").read_text()[-1500:]
 (out / "gpu_check.json").write_text(json.dumps(summary, indent=1))
 print(json.dumps(summary, indent=1)[:4000])
 PY

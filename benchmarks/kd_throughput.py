@@ -5,8 +5,9 @@
 (a) reference: a torchvision-style Dataset over uint8 images with CPU transforms (RandomCrop with
     padding, RandomHorizontalFlip, ToTensor, Normalize) and a DataLoader, fp32, teacher under
     torch.no_grad, as in PyTorch's knowledge-distillation tutorial;
-(b) course: kdutils.fullrun's loop: uint8 data resident on the device, augmentation on the device,
-    channels_last, mixed precision on a GPU, teacher under torch.inference_mode.
+(b) course: kdutils.fullrun's own training step (``fullrun.train_step``, the function the run trains with)
+    on kdutils.loader's uint8 data resident on the device, augmentation on the device, channels_last,
+    mixed precision on a GPU, teacher under torch.inference_mode.
 
 Both distil the same student from the same teacher on CIFAR-shaped random data generated here, for
 the same number of steps after a warm-up. Prints images/s of each, the ratio (b)/(a), and the
@@ -20,11 +21,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kdutils import fullrun, runtime  # noqa: E402
-from kdutils.losses import distillation_loss, skip_value_checks  # noqa: E402
+from kdutils import fullrun, loader, models, runtime  # noqa: E402
+from kdutils.losses import distillation_loss  # noqa: E402
 
 
 def sync(device):
@@ -67,7 +67,8 @@ def reference_loop(teacher, student, images, labels, *, batch_size, steps, devic
 
 
 def course_loop(teacher, student, images, labels, *, batch_size, steps, device, distil=True):
-    loader = fullrun.DeviceLoader(images, labels, batch_size=batch_size, device=device, augment=True, shuffle=True,
+    """The run's own loop: kdutils.fullrun.train_step on kdutils.loader.DeviceLoader batches."""
+    batches = loader.DeviceLoader(images, labels, batch_size=batch_size, device=device, augment=True, shuffle=True,
                                   drop_last=True)
     teacher = teacher.to(memory_format=torch.channels_last).eval()
     student = student.to(memory_format=torch.channels_last).train()
@@ -75,22 +76,11 @@ def course_loop(teacher, student, images, labels, *, batch_size, steps, device, 
     autocast, scaler, _ = fullrun.precision(device)
     done, seen, t0 = 0, 0, None
     while done < steps + 3:
-        for x, y, _ in loader:
+        for x, y, _ in batches:
             if done == 3:
                 sync(device); t0 = time.perf_counter(); seen = 0
-            with autocast, skip_value_checks():
-                logits = student(x)
-                if distil:
-                    with torch.inference_mode():
-                        t_logits = teacher(x)
-                    loss = distillation_loss(logits, t_logits.clone(), y, temperature=4.0, alpha=0.9)
-                else:
-                    loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
-            else:
-                loss.backward(); opt.step()
+            fullrun.train_step(student, opt, x, y, teacher=teacher if distil else None, temperature=4.0, alpha=0.9,
+                               autocast=autocast, scaler=scaler)
             done += 1; seen += len(y)
             if done >= steps + 3:
                 break
@@ -113,7 +103,7 @@ def main():
     images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
     labels = torch.randint(0, 10, (n,), generator=g)
     torch.manual_seed(0)
-    teacher, student = fullrun.ConvNet(cfg.teacher_widths).to(device), fullrun.ConvNet(cfg.student_widths).to(device)
+    teacher, student = models.ConvNet(cfg.teacher_widths).to(device), models.ConvNet(cfg.student_widths).to(device)
     params = lambda m: sum(p.numel() for p in m.parameters())
     print(f"device {device} ({runtime.describe().get('gpu', 'cpu')}), scale {scale}, batch {cfg.batch_size}, {steps} timed steps; "
           f"teacher {params(teacher):,} params, student {params(student):,} ({params(teacher) / params(student):.1f}x smaller)")

@@ -5,7 +5,7 @@ Modules, each one concept:
 * ``runtime``  -- profile (smoke/full), seed, device, Colab, where results go
 * ``losses``   -- KL, soft cross-entropy, Hinton's distillation loss, generalized JSD
 * ``feature_losses`` -- FitNets hints (with a regressor), hidden-state cosine, attention transfer
-* ``data``     -- digits and MNIST-1D, offline, cached
+* ``data``     -- digits and MNIST-1D, offline, cached; CIFAR-10 read from disk and its embedded fallback
 * ``models``   -- the teachers and students of the course
 * ``train``    -- one training loop for supervised training and distillation
 * ``metrics``  -- accuracy, fidelity (agreement, predictive KL), calibration, linear CKA, comparing arms over seeds
@@ -13,7 +13,9 @@ Modules, each one concept:
 * ``sensors``  -- the two-sensor task of notebook 05 and assignment a2 (x and its simplified x')
 * ``tasks``    -- the toy instruction language of notebook 06
 * ``zoo``      -- trained teachers the course reuses, trained once and cached
-* ``fullrun``  -- the full GPU teacher -> student run of notebook 07
+* ``loader``   -- batches of images kept on the device, augmented there (the full run's data path)
+* ``checkpoint`` -- atomic saves and safe (weights_only) loads that refuse a bad file and leave it alone
+* ``fullrun``  -- the full GPU teacher -> student run of notebook 07: config, one train step, DDP, CLI
 * ``report``   -- save a notebook's figures as JSON
 
 The course tooling (running the notebooks, Colab set-up cells, grading) lives apart, in

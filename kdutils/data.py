@@ -7,17 +7,26 @@
   ``kdutils.runtime.cache_dir()``, keyed by every generation argument.
 
 Both return a :class:`Dataset` of tensors with a deterministic split.
+
+The full run (notebook 07, ``kdutils.fullrun``) reads images as uint8 ``(N, 3, 32, 32)`` tensors:
+
+* ``read_cifar10`` / ``load_cifar10``: CIFAR-10 from torchvision's on-disk layout (downloaded by
+  torchvision where there is internet; ``DatasetUnavailable`` names what is missing otherwise);
+* ``load_digits32``: the embedded digits as CIFAR-shaped images, the offline fallback.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pickle
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import runtime
 from .files import atomic_write
@@ -148,6 +157,68 @@ def mnist1d_transfer_set(num_samples: int, *, seed: int = 1234) -> torch.Tensor:
     if seed == 42:
         raise ValueError("seed 42 generates the benchmark itself; a transfer set needs another seed")
     return load_mnist1d(num_samples=num_samples, seed=seed, train_split=1.0).x_train
+
+
+# ----------------------------------------------------------------------------- CIFAR-10 (uint8 images)
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+class DatasetUnavailable(RuntimeError):
+    """A dataset is neither on disk nor downloadable here (offline, blocked host, ...)."""
+
+
+def read_cifar10(root: str | os.PathLike):
+    """Read CIFAR-10 from torchvision's on-disk layout (``root/cifar-10-batches-py/``).
+
+    Returns uint8 ``(N, 3, 32, 32)`` images and int64 labels for train (data_batch_1..5) and test.
+    """
+    folder = Path(root) / "cifar-10-batches-py"
+    if not folder.is_dir():
+        raise DatasetUnavailable(f"no CIFAR-10 under {folder}")
+
+    def load(names):
+        xs, ys = [], []
+        for name in names:
+            path = folder / name
+            if not path.exists():
+                raise DatasetUnavailable(f"CIFAR-10 file missing: {path}")
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            data = np.asarray(batch[b"data"], dtype=np.uint8)
+            if data.ndim != 2 or data.shape[1] != 3072:
+                raise DatasetUnavailable(f"{path} is not a CIFAR-10 batch (data shape {data.shape})")
+            xs.append(data.reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+    x_tr, y_tr = load([f"data_batch_{i}" for i in range(1, 6)])
+    x_te, y_te = load(["test_batch"])
+    return x_tr, y_tr, x_te, y_te
+
+
+def load_cifar10(root: str | os.PathLike, *, download: bool = True):
+    """CIFAR-10 via torchvision's download (where there is internet), then ``read_cifar10``."""
+    try:
+        return read_cifar10(root)
+    except DatasetUnavailable:
+        if not download:
+            raise
+    try:
+        import torchvision
+        torchvision.datasets.CIFAR10(root, train=True, download=True)
+        torchvision.datasets.CIFAR10(root, train=False, download=True)
+    except Exception as exc:  # no internet, blocked host, full disk, ...
+        raise DatasetUnavailable(f"CIFAR-10 is not under {root} and could not be downloaded "
+                                 f"({type(exc).__name__}: {str(exc)[:120]})") from None
+    return read_cifar10(root)
+
+
+def load_digits32():
+    """The embedded 8x8 digits as CIFAR-shaped uint8 images (3 x 32 x 32), for the offline fallback."""
+    d = load_digits(seed=0)
+    to32 = lambda x: (F.interpolate(x, size=32, mode="bilinear", align_corners=False).clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    return to32(d.x_train), d.y_train, to32(d.x_test), d.y_test
 
 
 def batches(n: int, batch_size: int, *, generator: torch.Generator | None = None, shuffle: bool = True,

@@ -1,193 +1,62 @@
-r"""The full teacher -> student run of notebook 07, fast on a GPU and resumable anywhere.
+r"""The full teacher -> student run of notebook 07, fast on a GPU, resumable anywhere, on one or several devices.
 
     python -m kdutils.fullrun --dataset cifar10 --checkpoint-dir build/ckpt
     python -m kdutils.fullrun --dataset digits32            # offline CPU fallback, same code path
+    torchrun --nproc_per_node=4 -m kdutils.fullrun --dataset cifar10    # four GPUs (or CPU processes)
 
 In the style of KellerJordan/cifar10-airbench:
 
-* the whole dataset lives on the device as uint8, read once; normalisation and augmentation
-  (random crop with 4-pixel padding, horizontal flip) happen on the device, per batch, with no
-  DataLoader and no Python work per image;
+* the whole dataset lives on the device as uint8, read once (``kdutils.loader.DeviceLoader``);
+  normalisation and augmentation (random crop with 4-pixel padding, horizontal flip) happen on the
+  device, per batch, with no DataLoader and no Python work per image;
 * convolutions run in ``channels_last`` under mixed precision (bf16 from compute capability 8.0, else fp16
   with a gradient scaler; fp32 on the CPU);
-* the teacher runs under ``torch.inference_mode`` on the *same augmented batch* as the student
-  (or, with augmentation off, its logits are computed once for the whole training set).
+* every model is trained by one function, ``train_step`` (the throughput benchmark times that same
+  function); the teacher runs under ``torch.inference_mode`` on the *same augmented batch* as the
+  student (or, with augmentation off, its logits are computed once for the whole training set).
 
-Each model is checkpointed after every epoch, atomically (write, then rename). A rerun with the
-same configuration resumes an unfinished model or reuses a finished one, so a disconnect loses at
-most one epoch. A corrupt checkpoint, or one made with another configuration, stops the run with
-an error naming the file; it is never silently overwritten.
+Each model is checkpointed after every epoch, atomically, and loaded safely (``kdutils.checkpoint``).
+A rerun with the same configuration resumes an unfinished model or reuses a finished one, so a
+disconnect loses at most one epoch. A corrupt checkpoint, one made with another configuration, or
+one carrying Python objects stops the run with an error naming the file; it is never overwritten.
+
+**Several processes** (``torchrun --nproc_per_node=N``; ``torch.distributed`` with
+DistributedDataParallel: NCCL on GPUs, gloo on CPUs). Each process holds its shard of the training
+images on its device (every N-th image), takes ``batch_size / N`` of them per step, so that one step
+of N processes sees one global batch of ``batch_size`` as a single process does, and computes the
+teacher's logits on its own batch. DDP averages the gradients. Rank 0 alone writes checkpoints
+(each process's batch-order state gathered into them); every process resumes from them. The
+training loss and images/s are reduced across processes; one progress bar (rank 0). A single
+process runs exactly as before: nothing here needs ``torchrun``.
 """
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import os
-import pickle
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import metrics, runtime
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import DatasetUnavailable, load_cifar10, load_digits32
 from .files import atomic_write, writable_folder
+from .loader import DeviceLoader
 from .losses import distillation_loss, skip_value_checks
-
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-class CheckpointError(RuntimeError):
-    pass
-
-
-class DatasetUnavailable(RuntimeError):
-    pass
-
-
-# ----------------------------------------------------------------------------- data on disk
-
-def read_cifar10(root: str | os.PathLike):
-    """Read CIFAR-10 from torchvision's on-disk layout (``root/cifar-10-batches-py/``).
-
-    Returns uint8 ``(N, 3, 32, 32)`` images and int64 labels for train (data_batch_1..5) and test.
-    """
-    folder = Path(root) / "cifar-10-batches-py"
-    if not folder.is_dir():
-        raise DatasetUnavailable(f"no CIFAR-10 under {folder}")
-
-    def load(names):
-        xs, ys = [], []
-        for name in names:
-            path = folder / name
-            if not path.exists():
-                raise DatasetUnavailable(f"CIFAR-10 file missing: {path}")
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
-            data = np.asarray(batch[b"data"], dtype=np.uint8)
-            if data.ndim != 2 or data.shape[1] != 3072:
-                raise DatasetUnavailable(f"{path} is not a CIFAR-10 batch (data shape {data.shape})")
-            xs.append(data.reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
-        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
-
-    x_tr, y_tr = load([f"data_batch_{i}" for i in range(1, 6)])
-    x_te, y_te = load(["test_batch"])
-    return x_tr, y_tr, x_te, y_te
-
-
-def load_cifar10(root: str | os.PathLike, *, download: bool = True):
-    """CIFAR-10 via torchvision's download (where there is internet), then ``read_cifar10``."""
-    try:
-        return read_cifar10(root)
-    except DatasetUnavailable:
-        if not download:
-            raise
-    try:
-        import torchvision
-        torchvision.datasets.CIFAR10(root, train=True, download=True)
-        torchvision.datasets.CIFAR10(root, train=False, download=True)
-    except Exception as exc:  # no internet, blocked host, full disk, ...
-        raise DatasetUnavailable(f"CIFAR-10 is not under {root} and could not be downloaded "
-                                 f"({type(exc).__name__}: {str(exc)[:120]})") from None
-    return read_cifar10(root)
-
-
-def load_digits32():
-    """The embedded 8x8 digits as CIFAR-shaped uint8 images (3 x 32 x 32), for the offline fallback."""
-    from .data import load_digits
-
-    d = load_digits(seed=0)
-    to32 = lambda x: (F.interpolate(x, size=32, mode="bilinear", align_corners=False).clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    return to32(d.x_train), d.y_train, to32(d.x_test), d.y_test
-
-
-# ----------------------------------------------------------------------------- data on the device
-
-class DeviceLoader:
-    """Batches of a uint8 image tensor kept on the device; normalise and augment on the device.
-
-    One pass (an "epoch") goes ``repeats`` times through the images, each time in a new order."""
-
-    def __init__(self, images, labels, *, batch_size: int, device, augment: bool, shuffle: bool,
-                 mean=None, std=None, seed: int = 0, drop_last: bool = False, repeats: int = 1):
-        if repeats < 1:
-            raise ValueError(f"repeats must be >= 1, got {repeats}")
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.device = torch.device(device)
-        self.images = images.to(self.device)                       # read once, kept as uint8
-        self.labels = labels.to(self.device)
-        if mean is None or std is None:   # per-channel statistics, one channel at a time (no float copy of it all)
-            stats = [torch.std_mean(self.images[:, c].float() / 255) for c in range(self.images.shape[1])]
-            std = torch.stack([sd for sd, _ in stats]) if std is None else std
-            mean = torch.stack([m for _, m in stats]) if mean is None else mean
-        self.mean = torch.as_tensor(mean, device=self.device, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.as_tensor(std, device=self.device, dtype=torch.float32).view(1, -1, 1, 1)
-        self.batch_size, self.augment, self.shuffle, self.drop_last = batch_size, augment, shuffle, drop_last
-        self.repeats = repeats
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
-
-    def __len__(self):
-        n = len(self.images)
-        return self.repeats * (n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size))
-
-    def normalise(self, x_uint8):
-        return ((x_uint8.float() / 255 - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-
-    def augment_batch(self, x):
-        """Random crop with 4-pixel zero padding and a random horizontal flip, per image, on the device."""
-        B, C, H, W = x.shape
-        padded = F.pad(x, (4, 4, 4, 4))
-        dy = torch.randint(0, 9, (B,), device=x.device, generator=self.generator)
-        dx = torch.randint(0, 9, (B,), device=x.device, generator=self.generator)
-        rows = (dy[:, None] + torch.arange(H, device=x.device))[:, :, None]          # (B, H, 1)
-        cols = (dx[:, None] + torch.arange(W, device=x.device))[:, None, :]          # (B, 1, W)
-        crop = padded.permute(0, 2, 3, 1)[torch.arange(B, device=x.device)[:, None, None], rows, cols]  # (B, H, W, C)
-        crop = crop.permute(0, 3, 1, 2)
-        flip = torch.rand(B, device=x.device, generator=self.generator) < 0.5
-        return torch.where(flip[:, None, None, None], crop.flip(3), crop).contiguous(memory_format=torch.channels_last)
-
-    def __iter__(self):
-        n = len(self.images)
-        stop = n - n % self.batch_size if self.drop_last else n
-        for _ in range(self.repeats):
-            order = torch.randperm(n, device=self.device, generator=self.generator) if self.shuffle else torch.arange(n, device=self.device)
-            for i in range(0, stop, self.batch_size):
-                idx = order[i:i + self.batch_size]
-                x = self.normalise(self.images[idx])
-                yield (self.augment_batch(x) if self.augment else x), self.labels[idx], idx
-
-
-# ----------------------------------------------------------------------------- models
-
-def conv_bn(c_in, c_out):
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
-
-
-class ConvNet(nn.Module):
-    """An airbench-style net: a stem, then per width (conv, 2x2 max-pool, conv), global max-pool, linear."""
-
-    def __init__(self, widths=(64, 256, 256), num_classes: int = 10, in_channels: int = 3):
-        super().__init__()
-        layers, c = [conv_bn(in_channels, widths[0])], widths[0]
-        for w in widths:
-            layers += [conv_bn(c, w), nn.MaxPool2d(2), conv_bn(w, w)]
-            c = w
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(c, num_classes)
-
-    def forward(self, x):
-        return self.head(self.body(x).amax(dim=(2, 3)))
+from .models import ConvNet
+from .train import predict
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -227,10 +96,13 @@ class RunConfig:
             presets[scale]["n_labeled"] = 64 if scale == "smoke" else 100
         return cls(dataset=dataset, **{**presets[scale], **overrides})
 
-    def model_config(self, role: str) -> dict:
-        """What a checkpoint of ``role`` must agree with to be resumed."""
+    def model_config(self, role: str, *, world_size: int = 1) -> dict:
+        """What a checkpoint of ``role`` must agree with to be resumed (the number of processes too,
+        when there are several: each one's shard and batch order are in the checkpoint)."""
         keys = ["dataset", "batch_size", "lr", "weight_decay", "augment", "seed", "n_train", "n_labeled"]
         out = {k: getattr(self, k) for k in keys}
+        if world_size > 1:
+            out["world_size"] = world_size
         if role == "teacher":
             out.update(widths=list(self.teacher_widths), epochs=self.teacher_epochs)
         else:
@@ -241,44 +113,40 @@ class RunConfig:
         return out
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- processes
 
-CHECKPOINT_KEYS = frozenset({"config", "model", "opt", "sched", "loader_rng", "history", "epoch", "seconds"})
-
-
-def save_checkpoint(path: Path, state: dict):
-    """Write ``state`` to ``path`` atomically: a reader sees the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+def processes() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless a process group is running."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
-def load_checkpoint(path: Path, expected_config: dict) -> dict | None:
-    """The checkpoint at ``path`` (None if there is none); a clear error if corrupt or mismatched."""
-    path = Path(path)
-    if not path.exists():
+def init_processes() -> torch.device | None:
+    """Under ``torchrun`` with more than one process: join the process group and return this
+    process's device (``cuda:LOCAL_RANK`` with NCCL where there are GPUs, else the CPU with gloo).
+    None when there is a single process: the caller picks the device as usual."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        reason = " ".join(str(exc).split())
-        reason = reason if len(reason) <= 160 else reason[:160].rsplit(" ", 1)[0] + " ..."
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {reason}); "
-                              "it was left untouched: move it away or pass another --checkpoint-dir") from None
-    missing = sorted(CHECKPOINT_KEYS - set(state)) if isinstance(state, dict) else None
-    if missing is None or missing:
-        what = f"it lacks {missing}" if missing else f"it holds a {type(state).__name__}, not a dictionary"
-        raise CheckpointError(f"checkpoint {path} is not a kdutils.fullrun checkpoint ({what}); it was left untouched: "
-                              "move it away or pass another --checkpoint-dir")
-    if state["config"] != expected_config:
-        diff = {k: (state["config"].get(k), expected_config.get(k)) for k in set(state["config"]) | set(expected_config)
-                if state["config"].get(k) != expected_config.get(k)}
-        raise CheckpointError(f"checkpoint {path} was made with another configuration {diff} (saved, requested); "
-                              "it was left untouched: pass another --checkpoint-dir to start afresh")
-    return state
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if runtime.device().type == "cuda" and torch.cuda.device_count() > local_rank:     # KD_DEVICE=cpu keeps them on the CPU
+        torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+        return torch.device("cuda", local_rank)
+    dist.init_process_group("gloo")
+    return torch.device("cpu")
 
 
-# ----------------------------------------------------------------------------- training
+def _sum(values: list[float], device) -> list[float]:
+    """Each value summed over the processes (unchanged in a single process)."""
+    if processes()[1] == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+# ----------------------------------------------------------------------------- mixed precision
 
 def precision_name(device: torch.device) -> str:
     """``bf16`` on GPUs of compute capability >= 8.0 (Ampere on), ``fp16`` below, ``fp32`` off CUDA.
@@ -302,28 +170,50 @@ def precision(device: torch.device):
     return nullcontext(), None, name
 
 
-@torch.inference_mode()
-def predict(model, loader: DeviceLoader):
-    model.eval()
-    autocast, _, _ = precision(loader.device)
-    outs = []
-    with autocast:
-        for x, _, _ in loader:
-            outs.append(model(x).float())
-    return torch.cat(outs)
+# ----------------------------------------------------------------------------- training
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x, y, *, teacher: nn.Module | None = None,
+               teacher_logits: torch.Tensor | None = None, temperature: float = 4.0, alpha: float = 0.9,
+               autocast=None, scaler=None) -> torch.Tensor:
+    """One optimiser step on the batch ``(x, y)``; returns the loss, detached, left on the device.
+
+    Cross-entropy on the labels; or, given the ``teacher`` (run here on the same batch, under
+    ``inference_mode``) or its precomputed ``teacher_logits``, Hinton's ``distillation_loss``.
+    No value is read back to the host: the step never waits for the device.
+    """
+    with autocast if autocast is not None else nullcontext(), skip_value_checks():
+        logits = model(x)
+        if teacher is None and teacher_logits is None:
+            loss = F.cross_entropy(logits, y)
+        else:
+            if teacher_logits is None:
+                with torch.inference_mode():
+                    teacher_logits = teacher(x)
+                teacher_logits = teacher_logits.clone()       # an ordinary tensor, usable by autograd
+            loss = distillation_loss(logits, teacher_logits, y, temperature=temperature, alpha=alpha)
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+    else:
+        loss.backward(); opt.step()
+    return loss.detach()
 
 
 def train_model(role: str, model: nn.Module, train_loader: DeviceLoader, test_loader: DeviceLoader, cfg: RunConfig, *,
                 checkpoint_dir: Path, teacher: nn.Module | None = None, progress: bool = True, name: str | None = None):
     """Train (or resume, or reuse) one model; returns (model, history DataFrame, info dict).
 
-    ``role`` is teacher, scratch or distilled; ``name`` (default: the role) names its checkpoint file."""
+    ``role`` is teacher, scratch or distilled; ``name`` (default: the role) names its checkpoint file.
+    In several processes, ``train_loader`` holds this process's shard and the model is wrapped in
+    DistributedDataParallel for the steps; the returned model is the plain module."""
     name = name or role
     device = train_loader.device
+    rank, world = processes()
     epochs = cfg.teacher_epochs if role == "teacher" else cfg.student_epochs
     model = model.to(device).to(memory_format=torch.channels_last)
+    net = model if world == 1 else DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     path = Path(checkpoint_dir) / f"{name}.pt"
-    expected = cfg.model_config(role)
+    expected = cfg.model_config(role, world_size=world)
     state = load_checkpoint(path, expected)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     steps = epochs * len(train_loader)
@@ -335,54 +225,52 @@ def train_model(role: str, model: nn.Module, train_loader: DeviceLoader, test_lo
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
-        train_loader.generator.set_state(state["loader_rng"])
+        train_loader.generator.set_state(state["loader_rng"] if world == 1 else state["loader_rng"][rank])
         history, start_epoch, train_seconds = state["history"], state["epoch"], state["seconds"]
-    step_fn = model if not cfg.compile else torch.compile(model)
+    step_fn = net if not cfg.compile else torch.compile(net)
     fixed_targets = None
     if teacher is not None:
         teacher.eval()
         if not cfg.augment:  # no augmentation: the teacher's logits never change, compute them once
-            plain = DeviceLoader(train_loader.images.cpu(), train_loader.labels.cpu(), batch_size=1024, device=device,
+            plain = DeviceLoader(train_loader.images, train_loader.labels, batch_size=1024, device=device,
                                  augment=False, shuffle=False, mean=train_loader.mean.flatten(), std=train_loader.std.flatten())
-            fixed_targets = predict(teacher, plain)
-    bar = tqdm(range(start_epoch, epochs), desc=name, initial=start_epoch, total=epochs, disable=not progress, leave=False)
+            fixed_targets = predict(teacher, plain, autocast=autocast)
+    bar = tqdm(range(start_epoch, epochs), desc=name, initial=start_epoch, total=epochs,
+               disable=not progress or rank != 0, leave=False)
     for epoch in bar:
         model.train()
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0, seen, total = time.perf_counter(), 0, torch.zeros((), device=device)
         for x, y, idx in train_loader:
-            with autocast, skip_value_checks():   # no device->host reads inside the step
-                logits = step_fn(x)
-                if teacher is None:
-                    loss = F.cross_entropy(logits, y)
-                else:
-                    if fixed_targets is not None:
-                        t_logits = fixed_targets[idx]
-                    else:
-                        with torch.inference_mode():
-                            t_logits = teacher(x)
-                        t_logits = t_logits.clone()
-                    loss = distillation_loss(logits, t_logits, y, temperature=cfg.temperature, alpha=cfg.alpha)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
-            else:
-                loss.backward(); opt.step()
+            total += train_step(step_fn, opt, x, y, teacher=teacher if fixed_targets is None else None,
+                                teacher_logits=None if fixed_targets is None else fixed_targets[idx],
+                                temperature=cfg.temperature, alpha=cfg.alpha, autocast=autocast, scaler=scaler).float()
             sched.step()
-            total += loss.detach().float()
             seen += len(y)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
+        loss_sum, seen = _sum([total.item(), seen], device)          # over every process's batches
+        if world > 1:
+            for buffer in model.buffers():      # BatchNorm statistics: every process takes rank 0's, as the checkpoint does
+                dist.broadcast(buffer, 0)
         train_seconds += seconds
-        test_acc = metrics.accuracy(predict(model, test_loader), test_loader.labels)
-        history.append({"epoch": epoch + 1, "train_loss": (total / len(train_loader)).item(), "test_acc": test_acc,
+        test_acc = metrics.accuracy(predict(model, test_loader, autocast=autocast), test_loader.labels)
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum / (world * len(train_loader)), "test_acc": test_acc,
                         "images_per_s": seen / seconds})
         bar.set_postfix(loss=round(history[-1]["train_loss"], 3), acc=round(test_acc, 3), img_s=int(seen / seconds))
-        save_checkpoint(path, {"config": expected, "model": model.state_dict(), "opt": opt.state_dict(),
-                               "sched": sched.state_dict(), "loader_rng": train_loader.generator.get_state(),
-                               "epoch": epoch + 1, "history": history, "seconds": train_seconds})
+        rng = train_loader.generator.get_state()
+        if world > 1:
+            rngs = [None] * world
+            dist.all_gather_object(rngs, rng)                # every process's batch order, for resuming
+            rng = rngs
+        if rank == 0:
+            save_checkpoint(path, {"config": expected, "model": model.state_dict(), "opt": opt.state_dict(),
+                                   "sched": sched.state_dict(), "loader_rng": rng,
+                                   "epoch": epoch + 1, "history": history, "seconds": train_seconds})
+        if world > 1:
+            dist.barrier()                                   # nobody moves on before the checkpoint is written
     info = {"precision": prec, "train_seconds": train_seconds, "resumed_from_epoch": start_epoch,
             "images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else float("nan")}
     return model.eval(), pd.DataFrame(history), info
@@ -403,8 +291,15 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
     others unlabeled (label -100: the soft term only), as with notebook 03's transfer set. Every
     model takes the same number of optimiser steps per epoch: the scratch student goes through its
     few images several times per epoch (about as many batches as all the images make).
+
+    In several processes (``torchrun``), each process trains on every N-th training image (the
+    images are first cut to a multiple of N) with ``batch_size / N`` per step; every process gets
+    the results.
     """
     device = torch.device(device) if device is not None else runtime.device()
+    rank, world = processes()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes (each takes an equal part)")
     if cfg.dataset == "cifar10":
         x_tr, y_tr, x_te, y_te = load_cifar10(data_root)
     elif cfg.dataset == "digits32":
@@ -424,11 +319,15 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
     y_few = y_tr.clone()
     y_few[n_lab:] = -100                                  # the students' view: most images unlabeled
     stats = DeviceLoader(x_tr, y_tr, batch_size=cfg.batch_size, device=device, augment=False, shuffle=False)
+    batch = cfg.batch_size // world
 
     def loader(seed, data, repeats=1):
         x, y = {"teacher": (x_tr, y_tr), "scratch": (x_tr[:n_lab], y_tr[:n_lab]), "distilled": (x_tr, y_few)}[data]
-        return DeviceLoader(x, y, batch_size=cfg.batch_size, device=device, augment=cfg.augment, shuffle=True,
-                            seed=seed, drop_last=len(x) > cfg.batch_size, repeats=repeats,
+        if world > 1:   # this process's shard: every world-th image, the same number in every process
+            keep = len(x) - len(x) % world
+            x, y, seed = x[rank:keep:world], y[rank:keep:world], seed + 1000 * rank
+        return DeviceLoader(x, y, batch_size=batch, device=device, augment=cfg.augment, shuffle=True,
+                            seed=seed, drop_last=len(x) > batch, repeats=repeats,
                             mean=stats.mean.flatten(), std=stats.std.flatten())
 
     # an epoch is the same number of steps for every model: the scratch student, with its few labeled
@@ -443,13 +342,13 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
         run_cfg = cfg if seed == cfg.seed else replace(cfg, seed=seed)
         first = seed == seeds[0] or role == "teacher"
         torch.manual_seed(seed)
-        model = ConvNet(cfg.teacher_widths if role == "teacher" else cfg.student_widths)
+        model = ConvNet(cfg.teacher_widths if role == "teacher" else cfg.student_widths)   # the same in every process
         train_loader = loader(seed, role, repeats=passes if role == "scratch" else 1)
         model, hist, info = train_model(role, model, train_loader, test_loader,
                                         run_cfg, checkpoint_dir=Path(checkpoint_dir), progress=progress,
                                         teacher=models_["teacher"] if role == "distilled" else None,
                                         name=role if seed == cfg.seed else f"{role}-seed{seed}")
-        z = predict(model, test_loader)
+        z = predict(model, test_loader, autocast=precision(device)[0])
         row = {"model": role, "parameters": sum(p.numel() for p in model.parameters()),
                "accuracy": metrics.accuracy(z, labels),
                "agreement with teacher": metrics.top1_agreement(z, logits["teacher"]) if role != "teacher" else 1.0}
@@ -461,7 +360,7 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
     return {"table": pd.DataFrame(results).set_index("model"), "seeds": pd.DataFrame(per_seed),
             "histories": histories, "logits": {k: v.cpu() for k, v in logits.items()}, "labels": y_te.cpu(),
             "config": asdict(cfg), "student_seeds": seeds, "teacher_model": models_["teacher"],
-            "student_model": models_["distilled"], "device": str(device)}
+            "student_model": models_["distilled"], "device": str(device), "processes": world}
 
 
 def _positive_int(text: str) -> int:
@@ -485,6 +384,9 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=_positive_int, default=None, help="override teacher and student epochs (>= 1)")
     ap.add_argument("--no-augment", action="store_true")
     ap.add_argument("--compile", action="store_true", help="torch.compile the trained model")
+    ap.add_argument("--student-seeds", type=int, nargs="+", default=None, metavar="SEED",
+                    help="train the two students once per seed (default: the run's seed alone)")
+    ap.add_argument("--json", default=None, metavar="FILE", help="also write the results (tables, processes, seconds) to FILE")
     args = ap.parse_args(argv)
     try:   # every check before any work: a mistake costs nothing
         runtime.check_environment()
@@ -498,12 +400,23 @@ def main(argv=None) -> int:
     except ValueError as exc:   # runtime.ConfigError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    device = init_processes()          # under torchrun: join the others; None in a single process
     try:
-        out = run(cfg, checkpoint_dir=checkpoint_dir, data_root=data_root)
-    except (CheckpointError, DatasetUnavailable) as exc:
+        t0 = time.perf_counter()
+        out = run(cfg, checkpoint_dir=checkpoint_dir, data_root=data_root, device=device, student_seeds=args.student_seeds)
+        seconds = time.perf_counter() - t0
+    except (CheckpointError, DatasetUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(out["table"].round(4).to_string())
+    finally:
+        if processes()[1] > 1:
+            dist.destroy_process_group()
+    if out["processes"] == 1 or int(os.environ.get("RANK", "0")) == 0:
+        print(out["table"].round(4).to_string())
+        if args.json:
+            record = {"processes": out["processes"], "device": out["device"], "seconds": seconds, "config": out["config"],
+                      "table": out["table"].reset_index().to_dict("records"), "seeds": out["seeds"].to_dict("records")}
+            atomic_write(Path(args.json), lambda tmp: tmp.write_text(json.dumps(record, indent=1, default=str)))
     return 0
 
 

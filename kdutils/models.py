@@ -6,6 +6,9 @@ MNIST-1D baselines, as in Greydanus (2020) (``mnist1d`` repository, ``models.py`
 * ``MNIST1DCNN``: three stride-2 Conv1d layers of 25 channels, then a linear layer  (94%)
 
 8x8 digits: ``DigitsCNN`` (teacher) and an ``MLP`` on the 64 flattened pixels (student).
+
+32x32 images (the full run, notebook 07): ``ConvNet(widths)``, airbench-style; teacher and student
+differ only in their widths. Language: ``GPT``, a small causal transformer (notebook 06).
 """
 from __future__ import annotations
 
@@ -78,6 +81,29 @@ class DigitsCNN(nn.Module):
 def digits_mlp(num_classes: int = 10, hidden: int = 32) -> MLP:
     """A small student for the 8x8 digits: 64 -> hidden -> num_classes."""
     return MLP(64, num_classes, hidden=hidden, depth=1)
+
+
+# ----------------------------------------------------------------------------- the full run's ConvNet
+# An airbench-style network for 32x32 images (CIFAR-10, or the digits upscaled), for notebook 07.
+
+def conv_bn(c_in, c_out):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
+
+
+class ConvNet(nn.Module):
+    """An airbench-style net: a stem, then per width (conv, 2x2 max-pool, conv), global max-pool, linear."""
+
+    def __init__(self, widths=(64, 256, 256), num_classes: int = 10, in_channels: int = 3):
+        super().__init__()
+        layers, c = [conv_bn(in_channels, widths[0])], widths[0]
+        for w in widths:
+            layers += [conv_bn(c, w), nn.MaxPool2d(2), conv_bn(w, w)]
+            c = w
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        return self.head(self.body(x).amax(dim=(2, 3)))
 
 
 # ----------------------------------------------------------------------------- a small GPT

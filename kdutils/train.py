@@ -26,6 +26,7 @@ it (to compare with deployment inputs, ``kdutils.diagnose``), and ``steps``, the
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -50,11 +51,15 @@ class FitResult:
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 4096) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` in eval mode, computed in batches, on ``x``'s device."""
+def predict(model: nn.Module, x, *, batch_size: int = 4096, autocast=None) -> torch.Tensor:
+    """Logits of ``model`` in eval mode, in float32: on a tensor ``x`` (in batches of ``batch_size``,
+    on ``x``'s device), or on every batch of a loader that yields ``(inputs, ...)`` tuples, such as
+    ``loader.DeviceLoader``. ``autocast``: a context to run the model under (mixed precision)."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    chunks = (x[i:i + batch_size] for i in range(0, len(x), batch_size)) if isinstance(x, torch.Tensor) else (b[0] for b in x)
+    with autocast if autocast is not None else nullcontext():
+        out = torch.cat([model(chunk).float() for chunk in chunks])
     model.train(was_training)
     return out
 

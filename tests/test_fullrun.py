@@ -1,12 +1,17 @@
-"""notebook 07's machinery: the CIFAR-10 reader on fixture files, the device loader, checkpoints."""
+"""notebook 07's machinery: the CIFAR-10 reader on fixture files, the device loader, checkpoints, one and two processes."""
+import json
+import os
 import pickle
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from kdutils import fullrun
+from kdutils import checkpoint, data, fullrun, loader, metrics, models
 
 
 def make_cifar_fixture(root, n_per_batch=20, n_test=30, seed=0):
@@ -16,41 +21,41 @@ def make_cifar_fixture(root, n_per_batch=20, n_test=30, seed=0):
     folder.mkdir(parents=True)
     batches = {}
     for name, n in [*[(f"data_batch_{i}", n_per_batch) for i in range(1, 6)], ("test_batch", n_test)]:
-        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        pixels = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         labels = rng.integers(0, 10, n).tolist()
         with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"data": data, b"labels": labels, b"filenames": []}, f)
-        batches[name] = (data, labels)
+            pickle.dump({b"batch_label": name.encode(), b"data": pixels, b"labels": labels, b"filenames": []}, f)
+        batches[name] = (pixels, labels)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [c.encode() for c in fullrun.CIFAR10_CLASSES]}, f)
+        pickle.dump({b"label_names": [c.encode() for c in data.CIFAR10_CLASSES]}, f)
     return batches
 
 
 def test_read_cifar10_fixture(tmp_path):
     batches = make_cifar_fixture(tmp_path)
-    x_tr, y_tr, x_te, y_te = fullrun.read_cifar10(tmp_path)
+    x_tr, y_tr, x_te, y_te = data.read_cifar10(tmp_path)
     assert x_tr.shape == (100, 3, 32, 32) and x_tr.dtype == torch.uint8 and y_tr.dtype == torch.int64
     assert x_te.shape == (30, 3, 32, 32) and len(y_te) == 30
     # channel-first layout: the first 1024 bytes of a row are the red plane
-    data, labels = batches["data_batch_2"]
-    assert torch.equal(x_tr[20, 0].flatten(), torch.from_numpy(data[0, :1024]))
+    pixels, labels = batches["data_batch_2"]
+    assert torch.equal(x_tr[20, 0].flatten(), torch.from_numpy(pixels[0, :1024]))
     assert y_tr[20].item() == labels[0]
 
 
 def test_read_cifar10_missing_and_broken(tmp_path):
-    with pytest.raises(fullrun.DatasetUnavailable, match="no CIFAR-10"):
-        fullrun.read_cifar10(tmp_path)
+    with pytest.raises(data.DatasetUnavailable, match="no CIFAR-10"):
+        data.read_cifar10(tmp_path)
     make_cifar_fixture(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
-    with pytest.raises(fullrun.DatasetUnavailable, match="data_batch_3"):
-        fullrun.load_cifar10(tmp_path, download=False)
+    with pytest.raises(data.DatasetUnavailable, match="data_batch_3"):
+        data.load_cifar10(tmp_path, download=False)
 
 
 def test_device_loader_normalises_augments_and_covers(tmp_path):
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (50, 3, 32, 32), generator=g, dtype=torch.uint8)
     labels = torch.arange(50) % 10
-    plain = fullrun.DeviceLoader(images, labels, batch_size=16, device="cpu", augment=False, shuffle=True, seed=1)
+    plain = loader.DeviceLoader(images, labels, batch_size=16, device="cpu", augment=False, shuffle=True, seed=1)
     seen = torch.cat([idx for _, _, idx in plain])
     assert sorted(seen.tolist()) == list(range(50)) and len(plain) == 4
     x, y, idx = next(iter(plain))
@@ -59,7 +64,7 @@ def test_device_loader_normalises_augments_and_covers(tmp_path):
     allx = torch.cat([x for x, _, _ in plain])
     assert abs(allx.mean().item()) < 0.05 and abs(allx.std().item() - 1) < 0.05
     # augmentation: every output is a (padded) shift of its image, possibly flipped
-    aug = fullrun.DeviceLoader(images, labels, batch_size=50, device="cpu", augment=True, shuffle=False, seed=2)
+    aug = loader.DeviceLoader(images, labels, batch_size=50, device="cpu", augment=True, shuffle=False, seed=2)
     xa, _, _ = next(iter(aug))
     xn = aug.normalise(images)
     padded = torch.nn.functional.pad(xn, (4, 4, 4, 4))
@@ -70,29 +75,29 @@ def test_device_loader_normalises_augments_and_covers(tmp_path):
         assert found, f"image {b} is not a crop/flip of the original"
     assert not torch.equal(xa, xn), "augmentation changed something"
     with pytest.raises(ValueError, match="uint8"):
-        fullrun.DeviceLoader(images.float(), labels, batch_size=8, device="cpu", augment=False, shuffle=False)
+        loader.DeviceLoader(images.float(), labels, batch_size=8, device="cpu", augment=False, shuffle=False)
 
 
 def test_student_about_ten_times_smaller():
     cfg = fullrun.RunConfig()
-    count = lambda w: sum(p.numel() for p in fullrun.ConvNet(w).parameters())
+    count = lambda w: sum(p.numel() for p in models.ConvNet(w).parameters())
     assert count(cfg.teacher_widths) >= 10 * count(cfg.student_widths)
-    assert fullrun.ConvNet((8, 8, 16))(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert models.ConvNet((8, 8, 16))(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 def _tiny(tmp_path, epochs=2):
     cfg = fullrun.RunConfig.for_scale("smoke", "digits32", teacher_epochs=epochs, n_train=128, batch_size=32)
-    x_tr, y_tr, x_te, y_te = fullrun.load_digits32()
-    mk = lambda: fullrun.DeviceLoader(x_tr[:128], y_tr[:128], batch_size=32, device="cpu", augment=True, shuffle=True,
+    x_tr, y_tr, x_te, y_te = data.load_digits32()
+    mk = lambda: loader.DeviceLoader(x_tr[:128], y_tr[:128], batch_size=32, device="cpu", augment=True, shuffle=True,
                                       seed=0, drop_last=True)
-    test = fullrun.DeviceLoader(x_te[:64], y_te[:64], batch_size=64, device="cpu", augment=False, shuffle=False)
+    test = loader.DeviceLoader(x_te[:64], y_te[:64], batch_size=64, device="cpu", augment=False, shuffle=False)
     return cfg, mk, test
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     cfg, mk, test = _tiny(tmp_path)
     torch.manual_seed(0)
-    full_model, full_hist, _ = fullrun.train_model("teacher", fullrun.ConvNet(cfg.teacher_widths), mk(), test, cfg,
+    full_model, full_hist, _ = fullrun.train_model("teacher", models.ConvNet(cfg.teacher_widths), mk(), test, cfg,
                                                    checkpoint_dir=tmp_path / "a", progress=False)
     # the same run, killed while saving epoch 2: the epoch-1 checkpoint must survive intact
     real_save, calls = fullrun.torch.save, []
@@ -108,19 +113,19 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkey
     monkeypatch.setattr(fullrun.torch, "save", dying_save)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        fullrun.train_model("teacher", fullrun.ConvNet(cfg.teacher_widths), mk(), test, cfg,
+        fullrun.train_model("teacher", models.ConvNet(cfg.teacher_widths), mk(), test, cfg,
                             checkpoint_dir=tmp_path / "b", progress=False)
     monkeypatch.setattr(fullrun.torch, "save", real_save)
     state = torch.load(tmp_path / "b" / "teacher.pt", weights_only=False)
     assert state["epoch"] == 1
     torch.manual_seed(123)  # a different fresh init: the checkpoint must win
-    resumed, hist, info = fullrun.train_model("teacher", fullrun.ConvNet(cfg.teacher_widths), mk(), test, cfg,
+    resumed, hist, info = fullrun.train_model("teacher", models.ConvNet(cfg.teacher_widths), mk(), test, cfg,
                                               checkpoint_dir=tmp_path / "b", progress=False)
     assert info["resumed_from_epoch"] == 1 and len(hist) == 2
     for (k, a), b in zip(full_model.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), f"{k} differs after resume"
     # a finished model is reused, not retrained
-    again, _, info = fullrun.train_model("teacher", fullrun.ConvNet(cfg.teacher_widths), mk(), test, cfg,
+    again, _, info = fullrun.train_model("teacher", models.ConvNet(cfg.teacher_widths), mk(), test, cfg,
                                          checkpoint_dir=tmp_path / "b", progress=False)
     assert info["resumed_from_epoch"] == 2
 
@@ -129,15 +134,15 @@ def test_corrupt_or_mismatched_checkpoint_is_an_error_and_left_alone(tmp_path):
     cfg, mk, test = _tiny(tmp_path, epochs=1)
     ckpt = tmp_path / "teacher.pt"
     ckpt.write_bytes(b"\x00garbage")
-    with pytest.raises(fullrun.CheckpointError, match="corrupt"):
-        fullrun.train_model("teacher", fullrun.ConvNet(cfg.teacher_widths), mk(), test, cfg, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(checkpoint.CheckpointError, match="corrupt"):
+        fullrun.train_model("teacher", models.ConvNet(cfg.teacher_widths), mk(), test, cfg, checkpoint_dir=tmp_path, progress=False)
     assert ckpt.read_bytes() == b"\x00garbage"
     ckpt.unlink()
-    fullrun.train_model("teacher", fullrun.ConvNet(cfg.teacher_widths), mk(), test, cfg, checkpoint_dir=tmp_path, progress=False)
+    fullrun.train_model("teacher", models.ConvNet(cfg.teacher_widths), mk(), test, cfg, checkpoint_dir=tmp_path, progress=False)
     before = ckpt.read_bytes()
     other = fullrun.RunConfig.for_scale("smoke", "digits32", teacher_epochs=1, n_train=128, batch_size=32, lr=0.05)
-    with pytest.raises(fullrun.CheckpointError, match="lr"):
-        fullrun.train_model("teacher", fullrun.ConvNet(other.teacher_widths), mk(), test, other, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(checkpoint.CheckpointError, match="lr"):
+        fullrun.train_model("teacher", models.ConvNet(other.teacher_widths), mk(), test, other, checkpoint_dir=tmp_path, progress=False)
     assert ckpt.read_bytes() == before
 
 
@@ -196,3 +201,44 @@ def test_run_with_few_labels_gives_every_model_the_same_steps(tmp_path):
         fullrun.run(fullrun.RunConfig.for_scale("smoke", "digits32", n_labeled=0), checkpoint_dir=tmp_path / "x",
                     device="cpu", progress=False)
     assert fullrun.RunConfig.for_scale("gpu", "cifar10").n_labeled is None, "the GPU run keeps every label"
+
+
+# ----------------------------------------------------------------------------- several processes (torchrun, gloo)
+
+def _worker(tmp_path, name, nproc, **env):
+    ckpt, out = tmp_path / f"ckpt-{name}", tmp_path / f"{name}.json"
+    worker = str(Path(__file__).with_name("fullrun_worker.py"))
+    launch = [sys.executable, worker] if nproc == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", worker]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "KD_DEVICE": "cpu", **env}
+    done = subprocess.run([*launch, str(ckpt), str(out)], env=environment, capture_output=True, text=True, timeout=600)
+    return done, ckpt, out
+
+
+def test_two_processes_train_resume_after_a_kill_and_match_one_process(tmp_path):
+    """torchrun with 2 gloo processes: only rank 0 writes checkpoints; a run killed after the teacher's
+    first epoch resumes on 2 processes; the students' accuracy is within the seed noise of 1 process."""
+    one, _, one_json = _worker(tmp_path, "one", 1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    killed, ckpt, two_json = _worker(tmp_path, "two", 2, KD_TEST_DIE_AFTER="teacher:1")
+    assert killed.returncode != 0, "the run was meant to die after the teacher's first epoch"
+    assert sorted(p.name for p in ckpt.glob("*.pt")) == ["teacher.pt"] and not two_json.exists()
+    assert torch.load(ckpt / "teacher.pt", weights_only=True)["epoch"] == 1
+    resumed, _, _ = _worker(tmp_path, "two", 2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    saves = sorted(p.name for p in tmp_path.glob("two.json.saves-rank*"))
+    assert saves == ["two.json.saves-rank0"], f"only rank 0 writes checkpoints, got {saves}"
+    written = (tmp_path / "two.json.saves-rank0").read_text().split("\n")
+    assert written[0] == "teacher.pt 1" and "teacher.pt 2" in written, written[:3]
+    one_r, two_r = json.loads(one_json.read_text()), json.loads(two_json.read_text())
+    assert two_r["processes"] == 2 and one_r["processes"] == 1
+    table = {r["model"]: r for r in two_r["table"]}
+    assert table["teacher"]["resumed from epoch"] == 1, "the teacher resumed from its epoch-1 checkpoint"
+    assert table["teacher"]["accuracy"] > 0.8, table
+    for role in ("scratch", "distilled"):
+        a = [r["accuracy"] for r in one_r["seeds"] if r["model"] == role]
+        b = [r["accuracy"] for r in two_r["seeds"] if r["model"] == role]
+        verdict = metrics.compare_seeds(b, a)
+        assert not verdict["exceeds_noise"], f"{role}: 2 processes {b} vs 1 process {a}: {verdict}"
+    state = torch.load(ckpt / "distilled.pt", weights_only=True)
+    assert state["config"]["world_size"] == 2 and len(state["loader_rng"]) == 2, "each process's batch order is kept"
