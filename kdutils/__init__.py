@@ -5,6 +5,8 @@ Modules, each one concept:
 * ``runtime``  -- profile (smoke/full), seed, device, Colab, where results go
 * ``losses``   -- KL, soft cross-entropy, Hinton's distillation loss, generalized JSD
 * ``feature_losses`` -- FitNets hints (with a regressor), hidden-state cosine, attention transfer
+* ``token_losses`` -- language models at scale: top-k (sparse) teachers with a tail bucket, a chunked
+  large-vocabulary loss that never builds the (N, V) logits, vocabulary-size checks
 * ``data``     -- digits and MNIST-1D, offline, cached; CIFAR-10 read from disk and its embedded fallback
 * ``models``   -- the teachers and students of the course
 * ``train``    -- one training loop for supervised training and distillation
@@ -21,6 +23,6 @@ Modules, each one concept:
 The course tooling (running the notebooks, Colab set-up cells, grading) lives apart, in
 ``kdutils.course``; nothing here imports it.
 """
-from . import data, feature_losses, losses, metrics, report, runtime  # noqa: F401
+from . import data, feature_losses, losses, metrics, report, runtime, token_losses  # noqa: F401
 
 __version__ = "0.1.0"
