@@ -17,7 +17,7 @@ Modules, each one concept:
 * ``zoo``      -- trained teachers the course reuses, trained once and cached
 * ``loader``   -- batches of images kept on the device, augmented there (the full run's data path)
 * ``checkpoint`` -- atomic saves and safe (weights_only) loads that refuse a bad file and leave it alone
-* ``fullrun``  -- the full GPU teacher -> student run of notebook 07: config, one train step, DDP, CLI
+* ``fullrun``  -- the full GPU teacher -> student run of notebook 08: config, one train step, DDP, CLI
 * ``report``   -- save a notebook's figures as JSON
 
 The course tooling (running the notebooks, Colab set-up cells, grading) lives apart, in
