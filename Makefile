@@ -13,7 +13,7 @@ WHEELHOUSE := $(VENV)/wheelhouse
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: run test check lab venv clean info assignments grade
+.PHONY: run test check lab venv clean info assignments grade site site-check
 
 venv: $(STAMP)
 
@@ -21,13 +21,17 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH) 2>&1 | grep -v "is ignored" || true
 	$(PY) -c "import torch, torchvision"
-	$(PY) -m pip install -q -e '.[course,grading,dev]' 2>&1 | grep -v -e "is ignored" -e "BuildBackendWarning" || true
-	$(PY) -c "import kdutils, nbval, otter, mnist1d, setuptools"
+	$(PY) -m pip install -q -e '.[course,grading,site,dev]' 2>&1 | grep -v -e "is ignored" -e "BuildBackendWarning" || true
+	$(PY) -c "import kdutils, nbval, otter, mnist1d, setuptools, myst_nb, playwright"
 	$(PY) -c "from kdutils.course import colabsim; colabsim.prepare_wheelhouse('$(abspath $(WHEELHOUSE))')"
 	@# grading runs each submission in a bubblewrap sandbox (Debian's bubblewrap package)
 	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; }; }; } || \
 	  echo "note: make grade needs bubblewrap: sudo apt-get install bubblewrap"
+	@# the website's browser check drives Debian's chromium (make site-check)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	  echo "note: make site-check needs Chromium: sudo apt-get install chromium"
 	@touch $(STAMP)
 
 ## make run: execute every notebook in order on the embedded data; executed copies and HTML in build/
@@ -41,10 +45,23 @@ test: $(STAMP)
 	  $(PY) -m pytest -q tests --nbval-lax notebooks/[0-9][0-9]_*.ipynb
 
 ## make check: what CI runs: make test, then every notebook at the full profile, every claim's assert
-## included (KD_SEED=0, the CPU; executed copies in build/check/)
+## included (KD_SEED=0, the CPU; executed copies in build/check/), then the website built from that
+## run and checked in headless Chromium
 check: test
 	KD_PROFILE=full KD_SEED=0 KD_DEVICE=cpu KD_RESULTS_DIR=$(CURDIR)/build/check/results MPLBACKEND=Agg \
 	  $(PY) -m kdutils run --out $(CURDIR)/build/check --no-html
+	$(MAKE) site site-check SITE_RUN=build/check
+
+## make site: the course as a static website in build/site/, from the notebooks make run executed
+## (make run first only if they are missing; SITE_RUN=build/check takes make check's run instead)
+SITE_RUN ?= build
+site: $(STAMP)
+	@$(PY) -m kdutils site --run $(SITE_RUN) --ready || $(MAKE) run
+	$(PY) -m kdutils site --run $(SITE_RUN) --out build/site
+
+## make site-check: open every page of build/site/ in headless Chromium (screenshots in build/site-check/)
+site-check: $(STAMP)
+	$(PY) -m kdutils site-check build/site --shots build/site-check
 
 ## make lab: open JupyterLab in the course's environment
 lab: $(STAMP)

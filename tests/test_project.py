@@ -168,6 +168,11 @@ def test_cli_run_reports_failing_notebook_and_cell(tmp_path):
     assert "01_good.ipynb" in out.stdout and "ok" in out.stdout
     assert "FAILED: 02_bad.ipynb at cell 1 (RuntimeError: boom)" in out.stderr
     assert (tmp_path / "build" / "notebooks" / "02_bad.ipynb").exists()
+    # each executed copy records the run that produced its outputs (the website shows it on every page)
+    runs = {n: nbformat.read(tmp_path / "build" / "notebooks" / n, as_version=4).metadata["kdutils"]
+            for n in ("01_good.ipynb", "02_bad.ipynb")}
+    assert runs["01_good.ipynb"]["status"] == "ok" and runs["02_bad.ipynb"]["status"] == "FAILED"
+    assert {"profile", "seed", "device", "torch", "executed_at", "seconds"} <= set(runs["01_good.ipynb"])
     for noise in ("without encryption", "Parent appears to have exited"):
         assert noise not in out.stdout + out.stderr, f"make run prints the kernel's {noise!r} warning"
 
@@ -180,6 +185,8 @@ def test_ci_runs_make_check_which_runs_the_tests_then_every_notebook_at_full_sca
     assert target and "test" in target[1].split(), "make check runs make test first"
     recipe = target[2]
     assert "KD_PROFILE=full" in recipe and "-m kdutils run" in recipe, "then every notebook at the full profile"
+    assert re.search(r"\$\(MAKE\) site site-check SITE_RUN=build/check", recipe), \
+        "then the website from that run, checked in the browser"
     readme = (ROOT / "README.md").read_text()
     assert "make run" in readme and "make test" in readme and "make check" in readme
     for nb in NOTEBOOKS:

@@ -5,6 +5,8 @@
     info     print the profile, seed and device this machine would use
     assign   build student and autograder versions of the assignments into dist/  (make assignments)
     grade    grade a folder of submissions into grades.csv                         (make grade)
+    site     build the course's website from the executed notebooks                (make site)
+    site-check  open every page of the website in headless Chromium, fail on a defect  (make site-check)
 """
 from __future__ import annotations
 
@@ -94,6 +96,39 @@ def _cmd_grade(args) -> int:
     return 0
 
 
+def _cmd_site(args) -> int:
+    from .site import build_site, missing_notebooks
+
+    run, root = Path(args.run), runtime.repo_root() / "notebooks"
+    if args.ready:      # make site: are the executed notebooks there, or must make run come first?
+        missing = missing_notebooks(run, root)
+        if missing:
+            print(f"{run / 'notebooks'} lacks {len(missing)} executed notebook(s): running make run first", file=sys.stderr)
+            return 1
+        return 0
+    import time
+    start = time.perf_counter()
+    built = build_site(run, Path(args.out))
+    for w in built["warnings"]:
+        print(w, file=sys.stderr)
+    print(f"{len(built['pages'])} notebook pages, the landing page and the results page in {built['out']}/ "
+          f"({time.perf_counter() - start:.0f} s, {len(built['warnings'])} Sphinx warning(s)); open "
+          f"{built['out'] / 'index.html'}")
+    return 0
+
+
+def _cmd_site_check(args) -> int:
+    from .sitecheck import check_site
+
+    problems, pages = check_site(Path(args.site), shots=Path(args.shots))
+    for page in pages:
+        print(f"checked {page}")
+    print(f"{len(pages)} pages opened in headless Chromium; screenshots in {args.shots}/")
+    for p in problems:
+        print(f"PROBLEM: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdutils", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,12 +173,25 @@ def main(argv=None) -> int:
                    help="run submissions without the bubblewrap sandbox (trusted work only: your own tests)")
     p.set_defaults(func=_cmd_grade)
 
+    p = sub.add_parser("site", help="build the course's website from executed notebooks (no second execution)")
+    p.add_argument("--run", default=str(runtime.repo_root() / "build"),
+                   help="the run whose outputs the pages show: its notebooks/ and results/ (default build/, make run's)")
+    p.add_argument("--out", default=str(runtime.repo_root() / "build" / "site"))
+    p.add_argument("--ready", action="store_true", help="only say (exit status) whether --run holds every notebook")
+    p.set_defaults(func=_cmd_site)
+
+    p = sub.add_parser("site-check", help="open every page in headless Chromium; fail on a defect")
+    p.add_argument("site", nargs="?", default=str(runtime.repo_root() / "build" / "site"))
+    p.add_argument("--shots", default=str(runtime.repo_root() / "build" / "site-check"), help="screenshots go here")
+    p.set_defaults(func=_cmd_site_check)
+
     args = parser.parse_args(argv)
     from . import sandbox
     from .grading import GradingError
+    from .site import SiteError
     try:
         return args.func(args)
-    except (GradingError, sandbox.SandboxUnavailable) as exc:
+    except (GradingError, sandbox.SandboxUnavailable, SiteError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:

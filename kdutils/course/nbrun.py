@@ -2,7 +2,9 @@
 
 Each notebook runs top to bottom in a fresh kernel with its own folder as working directory.
 The executed copy goes to ``build/notebooks/`` and an HTML rendering to ``build/html/``; a table of
-notebook, status and seconds is printed at the end. A failing notebook makes the command exit
+notebook, status and seconds is printed at the end. Each executed copy records the run that produced
+its outputs (profile, seed, device, torch, date, seconds, status) in its metadata under ``kdutils``:
+the course's website (``make site``) shows it on every page. A failing notebook makes the command exit
 non-zero and the table names the notebook and the failing cell.
 """
 from __future__ import annotations
@@ -33,6 +35,10 @@ def run_notebooks(paths, out_dir: Path, *, timeout: int = 1800, html: bool = Tru
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     if html:
         (out_dir / "html").mkdir(parents=True, exist_ok=True)
+    from .. import runtime
+
+    # the kernels inherit this process's environment, so they run at this profile, seed and device
+    run_info = {k: v for k, v in runtime.describe().items() if k in ("profile", "seed", "device", "gpu", "torch")}
     rows = []
     for path in map(Path, paths):
         nb = nbformat.read(path, as_version=4)
@@ -52,6 +58,8 @@ def run_notebooks(paths, out_dir: Path, *, timeout: int = 1800, html: bool = Tru
         except Exception as exc:  # kernel died, timeout, ...
             status, where = "FAILED", f"{type(exc).__name__}: {str(exc)[:120]}"
         seconds = time.perf_counter() - start
+        nb.metadata["kdutils"] = {**run_info, "executed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                  "seconds": round(seconds, 1), "status": status}
         executed = out_dir / "notebooks" / path.name
         nbformat.write(nb, executed)
         if html:

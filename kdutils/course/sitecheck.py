@@ -1,0 +1,292 @@
+"""Open every page of the course's website in a real browser and fail on what a reader would see.
+
+``check_site(site)`` serves the folder on 127.0.0.1, opens each HTML page in headless Chromium (Debian's
+``chromium``, driven by Playwright's Python API; Playwright's own browser downloads are never used),
+waits for MathJax to typeset, and reports, page by page:
+
+* a console error or an uncaught exception;
+* a request that failed, or one to any host but the local server (the site must carry what it loads:
+  offline, a CDN is an error);
+* an image that did not load (``naturalWidth == 0``);
+* math left as raw ``$...$`` / ``\\(...\\)`` in the text, or a MathJax error;
+* an internal link to a file that does not exist, or to an anchor its page lacks;
+* any line of an assignment's solutions or hidden tests, in a page or a downloadable notebook
+  (``secret_lines``: the master's lines that neither the student version nor the course shows).
+
+A screenshot of each page goes to ``shots/`` (the top 6,000 pixels at 1,280 wide).
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urlparse
+
+RAW_MATH = re.compile(r"\$\$.+?\$\$|(?<![\w$\\])\$(?!\s)[^$\n]{1,200}?(?<!\s)\$(?![\w$])|\\\(.+?\\\)|\\\[.+?\\\]", re.S)
+SCREENSHOT_HEIGHT = 6000
+
+# collected in the page: broken images, raw math outside code, MathJax errors, ids, links, the text
+PAGE_PROBE = """async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+  const images = Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0)
+                      .map(i => i.getAttribute('src'));
+  const skip = 'pre, code, script, style, textarea, mjx-container, .highlight, .MathJax, mjx-assistive-mml';
+  const main = document.querySelector('main') || document.body;
+  const walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT);
+  const texts = [];
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (n.parentElement && !n.parentElement.closest(skip)) texts.push(n.textContent);
+  }
+  const mathErrors = Array.from(document.querySelectorAll('mjx-merror, .MathJax_Error')).map(e => e.textContent);
+  const ids = Array.from(document.querySelectorAll('[id]')).map(e => e.id)
+                   .concat(Array.from(document.querySelectorAll('a[name]')).map(e => e.getAttribute('name')));
+  const links = Array.from(document.querySelectorAll('a[href], link[href]')).map(a => a.href);
+  return {images, prose: texts.join(' '), mathErrors, ids, links, height: document.documentElement.scrollHeight};
+}"""
+
+
+# what otter writes into a student version where an answer goes (some masters carry it too)
+OTTER_PLACEHOLDERS = ("_Type your answer here, replacing this text._",)
+
+
+class BrowserUnavailable(RuntimeError):
+    """No Chromium, or no Playwright, on this machine."""
+
+
+def chromium() -> str:
+    """The Chromium executable: ``$KD_CHROMIUM``, else ``chromium`` / ``chromium-browser`` on the PATH."""
+    for name in (os.environ.get("KD_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if name and (path := shutil.which(name)):
+            return path
+    raise BrowserUnavailable("no Chromium found: install Debian's chromium package (sudo apt-get install chromium) "
+                             "or set KD_CHROMIUM to a Chromium or Chrome executable")
+
+
+def _normal(line: str) -> str:
+    return " ".join(line.split())
+
+
+def _lines(text: str, min_len: int = 0) -> set[str]:
+    return {n for n in map(_normal, text.splitlines()) if len(n) >= min_len}
+
+
+BLOCK_TAGS = {"p", "div", "pre", "br", "li", "tr", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "details",
+              "summary", "section", "article", "blockquote", "table", "ul", "ol", "dt", "dd", "main", "nav"}
+
+
+def html_text(html: str) -> str:
+    """The text of an HTML page, a line break at every block element, hidden parts included, scripts not."""
+    from html.parser import HTMLParser
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.parts, self.skip = [], 0
+
+        def handle_starttag(self, tag, attrs):
+            self.skip += tag in ("script", "style")
+            if tag in BLOCK_TAGS:
+                self.parts.append("\n")
+
+        def handle_endtag(self, tag):
+            self.skip -= tag in ("script", "style") and self.skip > 0
+            if tag in BLOCK_TAGS:
+                self.parts.append("\n")
+
+        def handle_data(self, data):
+            if not self.skip:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.feed(html)
+    return "".join(parser.parts)
+
+
+def _notebook_text(path: Path) -> str:
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    parts = []
+    for cell in nb.cells:
+        parts.append(cell.source)
+        for out in cell.get("outputs", []):
+            parts.append(str(out.get("text", "")))
+            parts.extend(str(v) for k, v in out.get("data", {}).items() if k.startswith("text/"))
+    return "\n".join(parts)
+
+
+def _secret_and_visible(master: Path) -> tuple[str, str]:
+    """Split an otter master's text into what only instructors see and what the student version shows.
+
+    Secret (otter's format): code between ``# BEGIN SOLUTION`` / ``# END SOLUTION`` and lines ending in
+    ``# SOLUTION``; markdown answers inside a raw ``# BEGIN SOLUTION`` … ``# END SOLUTION`` block; test
+    cells whose config says ``hidden: true``. Everything else is visible.
+    """
+    import nbformat
+
+    secret, visible, in_block = [], [], False
+    for cell in nbformat.read(master, as_version=4).cells:
+        src = cell.source
+        if cell.cell_type == "raw":
+            head = src.strip().splitlines()[0] if src.strip() else ""
+            in_block = {"# BEGIN SOLUTION": True, "# END SOLUTION": False}.get(head, in_block)
+            continue
+        if cell.cell_type == "markdown":
+            (secret if in_block else visible).append(src)
+            continue
+        if "# BEGIN TEST CONFIG" in src and re.search(r"^hidden:\s*true", src, re.M):
+            secret.append(src)
+            continue
+        inside = False
+        for line in src.splitlines():
+            mark = line.strip()
+            if mark == "# BEGIN SOLUTION":
+                inside = True
+            elif mark == "# END SOLUTION":
+                inside = False
+            elif inside or mark.endswith("# SOLUTION"):
+                secret.append(line)
+            else:
+                visible.append(line)
+    return "\n".join(secret), "\n".join(visible)
+
+
+def secret_lines(min_len: int = 16) -> set[str]:
+    """Lines of the assignments' masters that a student must never see: solutions, hidden tests, rubrics.
+
+    Read from the masters' own markers (not from a student version, which is what is under test), less
+    any line a master also shows the student or a course notebook teaches. Lines shorter than
+    ``min_len`` characters (``else:``, ``return x``) are too common to tell anything.
+    """
+    from .grading import assignments_root, list_assignments
+    from .site import course_notebooks
+    from .. import runtime
+
+    public = set(OTTER_PLACEHOLDERS)
+    for nb in course_notebooks(runtime.repo_root() / "notebooks"):
+        public |= _lines(_notebook_text(nb))
+    secrets = set()
+    for name in list_assignments():
+        secret, visible = _secret_and_visible(assignments_root() / name / f"{name}.ipynb")
+        secrets |= _lines(secret, min_len)
+        public |= _lines(visible)
+    return secrets - public
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def serve(folder: Path):
+    """Serve ``folder`` on 127.0.0.1 (a free port) for the duration of the block; yield the base URL."""
+    handler = functools.partial(_Quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def site_pages(site: Path) -> list[str]:
+    """Every HTML page of the site, as paths relative to it (the theme's own folders, ``_*``, left out)."""
+    return sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html")
+                  if not any(part.startswith("_") for part in p.relative_to(site).parts))
+
+
+def _target_file(site: Path, path: str) -> Path:
+    target = site / unquote(path).lstrip("/")
+    return target / "index.html" if target.is_dir() else target
+
+
+def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | None = None,
+               pages: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """Open every page of ``site`` in headless Chromium; return (problems, pages checked)."""
+    site = Path(site).resolve()
+    if not (site / "index.html").is_file():
+        raise FileNotFoundError(f"{site} holds no index.html: build the site first (make site)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        raise BrowserUnavailable("Playwright is not installed: pip install playwright (its browsers are not "
+                                 "needed: Debian's chromium is used)") from exc
+    executable = chromium()
+    secrets = secret_lines() if secrets is None else secrets
+    pages = site_pages(site) if pages is None else pages
+    if shots is not None:
+        shutil.rmtree(shots, ignore_errors=True)
+        Path(shots).mkdir(parents=True)
+    problems: list[str] = []
+    ids: dict[str, set[str]] = {}
+    links: list[tuple[str, str]] = []
+
+    with serve(site) as base, sync_playwright() as pw:
+        host = urlparse(base).netloc
+        browser = pw.chromium.launch(executable_path=executable, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+
+        def outside(route):
+            current.append(f"loads {route.request.url} from outside the site (bundle it: the site must work offline)")
+            route.abort()
+
+        context.route(lambda url: urlparse(url).netloc not in (host, "") and not url.startswith("data:"), outside)
+        for rel in pages:
+            current: list[str] = []
+            page = context.new_page()
+            page.on("console", lambda m: m.type == "error" and current.append(f"console error: {m.text[:300]}"))
+            page.on("pageerror", lambda e: current.append(f"uncaught exception: {str(e)[:300]}"))
+            page.on("requestfailed", lambda r: urlparse(r.url).netloc == host and
+                    current.append(f"request failed: {r.url} ({r.failure})"))
+            page.on("response", lambda r: r.status >= 400 and current.append(f"HTTP {r.status} for {r.url}"))
+            page.goto(base + rel, wait_until="load")
+            probe = page.evaluate(PAGE_PROBE)
+            page.wait_for_timeout(50)     # late console messages
+            for src in probe["images"]:
+                current.append(f"image did not load: {src[:120]}")
+            for match in RAW_MATH.findall(probe["prose"]):
+                current.append(f"math left raw: {match[:80]!r}")
+            for err in probe["mathErrors"]:
+                current.append(f"MathJax error: {err[:120]}")
+            leaked = _lines(html_text(page.content())) & secrets
+            for line in sorted(leaked)[:5]:
+                current.append(f"shows a line of an assignment's solution or hidden tests: {line[:100]!r}")
+            ids[rel] = set(probe["ids"])
+            links += [(rel, href) for href in probe["links"]]
+            if shots is not None:
+                name = rel.replace("/", "__").removesuffix(".html") + ".png"
+                height = max(1, min(int(probe["height"]), SCREENSHOT_HEIGHT))
+                page.screenshot(path=str(Path(shots) / name), full_page=True,
+                                clip={"x": 0, "y": 0, "width": 1280, "height": height})
+            page.close()
+            problems += [f"{rel}: {p}" for p in dict.fromkeys(current)]
+        browser.close()
+
+    for rel, href in links:           # internal links: the file exists, and so does the anchor
+        url = urlparse(href)
+        if url.netloc != host:
+            continue
+        path, fragment = urldefrag(url.path)[0], url.fragment
+        target = _target_file(site, path)
+        if not target.is_file():
+            problems.append(f"{rel}: broken link to {unquote(path)} (no such file)")
+            continue
+        key = target.relative_to(site).as_posix()
+        if fragment and key in ids and unquote(fragment) not in ids[key]:
+            problems.append(f"{rel}: broken link to {key}#{fragment} (no such anchor)")
+    for nb in site.rglob("*.ipynb"):       # what a student downloads: no solution there either
+        leaked = _lines(_notebook_text(nb)) & secrets
+        if leaked:
+            problems.append(f"{nb.relative_to(site)}: a downloadable notebook holds a line of an assignment's "
+                            f"solution or hidden tests: {sorted(leaked)[0][:100]!r}")
+    return list(dict.fromkeys(problems)), pages

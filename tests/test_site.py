@@ -1,0 +1,214 @@
+"""The course's website (make site): staged from executed notebooks, built by Sphinx, checked in Chromium.
+
+The real site is built from make check's full run and checked in CI by `make site site-check`; these
+tests prove the parts (results page, header cells, links, secrets), that the browser check catches
+each defect it claims to, and that a site built here from the course's notebooks passes it.
+"""
+import base64
+import io
+import json
+import os
+import shutil
+
+import nbformat
+import pytest
+
+from kdutils import report, runtime
+from kdutils.course import grading, site, sitecheck
+
+ROOT = runtime.repo_root()
+NOTEBOOKS = site.course_notebooks(ROOT / "notebooks")
+
+
+def _browser_or_skip():
+    try:
+        sitecheck.chromium()
+        import playwright  # noqa: F401
+    except (sitecheck.BrowserUnavailable, ImportError) as exc:
+        if os.environ.get("CI"):        # CI's make installs Chromium: its absence there is a failure
+            raise
+        pytest.skip(str(exc))
+
+
+def test_results_page_renders_scalars_records_and_the_run(tmp_path):
+    report.save_results("01_a", {"accuracy": 0.912345, "tiny": 1e-5, "nested": {"gap": -0.25},
+                                 "table": [{"index": 0, "arm": "kd", "acc": 0.9}, {"index": 1, "arm": "scratch", "acc": 0.8}],
+                                 "curve": list(range(20)), "note": "a | b"}, directory=tmp_path)
+    page = site.results_page(tmp_path, ["01_a", "02_b"])
+    info = runtime.describe()
+    assert f"Profile **{info['profile']}**, seed **{info['seed']}**, device **{info['device']}**" in page
+    for row in ("| accuracy | 0.9123 |", "| tiny | 1.000e-05 |", "| nested.gap | -0.25 |", "| note | a \\| b |",
+                "| arm | acc |", "| kd | 0.9 |", "| scratch | 0.8 |", "(20 values)", "[01_a](notebooks/01_a.ipynb)"):
+        assert row in page, row
+    assert "| index |" not in page, "pandas' index column is left out"
+    assert page.split("## 02_b")[1].strip().startswith("This notebook saves no results file")
+    with pytest.raises(site.SiteError, match="no results files"):
+        site.results_page(tmp_path / "empty", ["01_a"])
+
+
+def _executed(tmp_path, name="03_x.ipynb", **run):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# 03 · A title\n\n[![Open In Colab]({site.COLAB_BADGE})](https://colab.research.google.com/github/o/n/blob/main/notebooks/{name})"),
+        nbformat.v4.new_code_cell("for _ in tqdm(range(3)): pass\nshow_map()"),
+    ]
+    nb.cells[1].outputs = [
+        nbformat.v4.new_output("display_data", data={site.WIDGET_MIME: {"model_id": "abc", "version_major": 2},
+                                                     "text/plain": "HBox(children=...)"}),
+        nbformat.v4.new_output("stream", name="stdout", text="trained\n"),
+        nbformat.v4.new_output("display_data", data={"text/markdown": "[next](04_y.ipynb) · [web](https://e.org/a.ipynb)"}),
+    ]
+    nb.metadata["widgets"] = {"state": {}}
+    if run:
+        nb.metadata["kdutils"] = run
+    path = tmp_path / "run" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_staged_notebook_names_its_run_links_its_notebook_and_loads_nothing_from_elsewhere(tmp_path):
+    run = dict(profile="full", seed=0, device="cuda:0", gpu="NVIDIA H200", torch="2.14.1", executed_at="2026-11-30T04:00:00",
+               seconds=61.2, status="ok")
+    executed = _executed(tmp_path, **run)
+    src = tmp_path / "src"
+    staged = nbformat.read(site.stage_notebook(executed, executed, src, "notebooks/03_x.ipynb", results=None), as_version=4)
+    header = staged.cells[1].source
+    assert staged.cells[0].source.startswith("# 03 · A title"), "the title stays first"
+    for words in ("profile **full**", "seed **0**", "device **cuda:0 (NVIDIA H200)**", "run on 2026-11-30 04:00:00 in 61 s",
+                  "{download}`download the notebook <../downloads/notebooks/03_x.ipynb>`"):
+        assert words in header, words
+    assert (src / "downloads" / "notebooks" / "03_x.ipynb").is_file()
+    outputs = staged.cells[2].outputs
+    assert [o.output_type for o in outputs] == ["stream", "display_data"], "the progress bar (a widget) is left out"
+    assert "widgets" not in staged.metadata
+    assert outputs[1].data["text/markdown"] == "[next](04_y.html) · [web](https://e.org/a.ipynb)"
+    assert "(../images/colab-badge.svg)" in staged.cells[0].source and site.COLAB_BADGE not in staged.cells[0].source
+
+    failed = _executed(tmp_path, name="05_z.ipynb", **{**run, "status": "FAILED"})
+    text = nbformat.read(site.stage_notebook(failed, failed, src, "notebooks/05_z.ipynb", results=None), as_version=4).cells[1].source
+    assert "the run FAILED" in text
+    bare = _executed(tmp_path, name="06_w.ipynb")
+    results = {"profile": "smoke", "seed": 3, "device": "cpu", "torch": "2.14.1", "saved_at": "2026-11-29T10:00:00"}
+    text = nbformat.read(site.stage_notebook(bare, bare, src, "notebooks/06_w.ipynb", results=results), as_version=4).cells[1].source
+    assert "profile **smoke**, seed **3**" in text, "a run not recorded in the notebook: its results file says"
+    text = nbformat.read(site.stage_notebook(bare, bare, src, "notebooks/06_w.ipynb", results=None), as_version=4).cells[1].source
+    assert "was not recorded" in text
+
+
+def test_landing_page_is_the_readme_map_and_commands():
+    page = site.landing_page((ROOT / "README.md").read_text())
+    assert page.startswith("# Knowledge distillation")
+    for section in site.README_SECTIONS:
+        assert f"## {section}" in page
+    for nb in NOTEBOOKS:
+        assert f"[{nb.name}](notebooks/{nb.name})" in page, nb.name
+    assert "make run" in page and "make test" in page and "[results](results.md)" in page
+    with pytest.raises(site.SiteError, match="On Colab"):
+        site.landing_page("# T\n\n## Two commands\n\nx\n\n## The notebooks\n\ny\n")
+
+
+def test_secret_lines_are_solutions_and_hidden_tests_never_prompts():
+    secrets = sitecheck.secret_lines()
+    a5 = "return ((mapped - teacher_map.detach()) ** 2).mean()"                        # a5 q1's solution
+    hidden = 'assert t.grad is None, "the teacher\'s features received a gradient: teacher_map must be detached"'
+    assert a5 in secrets and hidden in secrets
+    for visible in ("def hint_term(student_map, teacher_map, regressor):", "_r = nn.Conv1d(3, 5, 1)",
+                    sitecheck.OTTER_PLACEHOLDERS[0]):
+        assert visible not in secrets, visible
+
+
+def test_student_versions_hold_no_secret(tmp_path):
+    secrets = sitecheck.secret_lines()
+    for name, student in site.student_versions(["a1_kd_losses", "a5_feature_distillation"], tmp_path).items():
+        text = sitecheck._notebook_text(student)
+        assert not sitecheck._lines(text) & secrets, name
+        assert "grader.check" in text or "otter" in text
+
+
+FAKE_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title></head>
+<body><main id="top">{body}</main></body></html>"""
+
+
+def test_browser_check_catches_each_defect(tmp_path):
+    _browser_or_skip()
+    (tmp_path / "index.html").write_text(FAKE_PAGE.format(title="clean", body=(
+        '<p>Prices in code are fine: <code>$HOME and $5</code></p><pre>cost = $3 + $4</pre>'
+        '<a href="other.html#here">a good link</a> <a href="#top">up</a> <a href="https://example.org/">out</a>')))
+    (tmp_path / "other.html").write_text(FAKE_PAGE.format(title="defects", body=(
+        '<p id="here">the loss is $L = T^2 KL$ here</p>'
+        '<img src="missing.png"><img src="https://cdn.example.org/x.png">'
+        '<a href="gone.html">a broken link</a> <a href="index.html#nowhere">a broken anchor</a>'
+        '<script>console.error("boom")</script>'
+        '<pre>    return ((mapped - teacher_map.detach()) ** 2).mean()</pre>')))
+    problems, pages = sitecheck.check_site(tmp_path, shots=tmp_path / "shots",
+                                           secrets={"return ((mapped - teacher_map.detach()) ** 2).mean()"})
+    assert pages == ["index.html", "other.html"]
+    assert not [p for p in problems if p.startswith("index.html")], problems
+    text = "\n".join(problems)
+    for words in ("math left raw: '$L = T^2 KL$'", "image did not load: missing.png", "HTTP 404 for",
+                  "loads https://cdn.example.org/x.png from outside the site", "console error: boom",
+                  "broken link to /gone.html", "broken link to index.html#nowhere (no such anchor)",
+                  "shows a line of an assignment's solution or hidden tests"):
+        assert words in text, (words, problems)
+    assert sorted(p.name for p in (tmp_path / "shots").iterdir()) == ["index.png", "other.png"]
+
+
+def _png() -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [1, 0])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_site_builds_from_a_run_and_passes_the_browser_check(tmp_path):
+    """The course's own notebooks staged as a run (one with a figure and math in an output), every assignment."""
+    _browser_or_skip()
+    run = tmp_path / "run"
+    (run / "notebooks").mkdir(parents=True)
+    for nb_path in NOTEBOOKS:
+        nb = nbformat.read(nb_path, as_version=4)
+        nb.metadata["kdutils"] = dict(profile="smoke", seed=0, device="cpu", torch="test", executed_at="2026-11-30T04:00:00",
+                                      seconds=1.0, status="ok")
+        if nb_path.name.startswith("03"):
+            code = next(c for c in nb.cells if c.cell_type == "code")
+            code.outputs = [nbformat.v4.new_output("display_data", data={"image/png": _png(), "text/plain": "<Figure>"}),
+                            nbformat.v4.new_output("display_data", data={"text/latex": r"$\mathrm{KL}(p \| q) = 0.25$"})]
+        nbformat.write(nb, run / "notebooks" / nb_path.name)
+    report.save_results("03_first_distillation", {"accuracy": 0.9}, directory=run / "results")
+    built = site.build_site(run, tmp_path / "site")
+    out = built["out"]
+    assert built["pages"] == [f"notebooks/{p.stem}.html" for p in NOTEBOOKS] + \
+        [f"notebooks/assignments/{a}/{a}.html" for a in grading.list_assignments()]
+    assert not built["warnings"], built["warnings"]
+    for page in built["pages"] + ["index.html", "results.html", "search.html", "_static/mathjax/tex-chtml.js"]:
+        assert (out / page).is_file(), page
+    html = (out / "notebooks" / "03_first_distillation.html").read_text()
+    assert "profile <strong>smoke</strong>" in html and "_downloads/" in html and "<img" in html
+
+    problems, pages = sitecheck.check_site(out, shots=tmp_path / "shots")
+    assert not problems, problems
+    assert set(built["pages"]) <= set(pages) and {"index.html", "results.html", "search.html"} <= set(pages)
+    assert len(list((tmp_path / "shots").glob("*.png"))) == len(pages)
+
+    # a solution that reached a page is caught there
+    student = out / "notebooks" / "assignments" / "a5_feature_distillation" / "a5_feature_distillation.html"
+    student.write_text(student.read_text().replace("</main>", "<pre>    return ((mapped - teacher_map.detach()) ** 2).mean()</pre></main>"))
+    problems, _ = sitecheck.check_site(out, pages=[student.relative_to(out).as_posix()])
+    assert any("solution or hidden tests" in p for p in problems), problems
+
+
+def test_site_refuses_a_run_that_lacks_notebooks(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(NOTEBOOKS[0], tmp_path / "notebooks")
+    assert site.missing_notebooks(tmp_path, ROOT / "notebooks") == [p.name for p in NOTEBOOKS[1:]]
+    with pytest.raises(site.SiteError, match="run `make run` first"):
+        site.build_site(tmp_path, tmp_path / "site")
+    with pytest.raises(FileNotFoundError, match="build the site first"):
+        sitecheck.check_site(tmp_path / "nowhere")
+    assert len(site.missing_notebooks(tmp_path / "nothing", ROOT / "notebooks")) == len(NOTEBOOKS)
