@@ -33,12 +33,12 @@ def _browser_or_skip():
 def test_results_page_renders_scalars_records_and_the_run(tmp_path):
     report.save_results("01_a", {"accuracy": 0.912345, "tiny": 1e-5, "nested": {"gap": -0.25},
                                  "table": [{"index": 0, "arm": "kd", "acc": 0.9}, {"index": 1, "arm": "scratch", "acc": 0.8}],
-                                 "curve": list(range(20)), "note": "a | b"}, directory=tmp_path)
+                                 "curve": list(range(20)), "matrix": [[1, 2, 3], [4, 5, 6]], "note": "a | b"}, directory=tmp_path)
     page = site.results_page(tmp_path, ["01_a", "02_b"])
     info = runtime.describe()
     assert f"Profile **{info['profile']}**, seed **{info['seed']}**, device **{info['device']}**" in page
     for row in ("| accuracy | 0.9123 |", "| tiny | 1.000e-05 |", "| nested.gap | -0.25 |", "| note | a \\| b |",
-                "| arm | acc |", "| kd | 0.9 |", "| scratch | 0.8 |", "(20 values)", "[01_a](notebooks/01_a.ipynb)"):
+                "| arm | acc |", "| kd | 0.9 |", "| scratch | 0.8 |", "(20 values)", "| matrix | a 2 × 3 table of values (in the JSON file) |", "[01_a](notebooks/01_a.ipynb)"):
         assert row in page, row
     assert "| index |" not in page, "pandas' index column is left out"
     assert page.split("## 02_b")[1].strip().startswith("This notebook saves no results file")
@@ -212,3 +212,19 @@ def test_site_refuses_a_run_that_lacks_notebooks(tmp_path):
     with pytest.raises(FileNotFoundError, match="build the site first"):
         sitecheck.check_site(tmp_path / "nowhere")
     assert len(site.missing_notebooks(tmp_path / "nothing", ROOT / "notebooks")) == len(NOTEBOOKS)
+
+
+def test_github_pages_workflow_builds_checks_and_deploys_the_site():
+    import yaml
+
+    flow = yaml.safe_load((ROOT / ".github" / "workflows" / "site.yml").read_text())
+    assert flow[True]["push"]["branches"] == ["main"], "built on every push to main"    # YAML reads `on:` as True
+    steps = flow["jobs"]["build"]["steps"]
+    runs = [s.get("run", "") for s in steps]
+    order = [next(i for i, r in enumerate(runs) if r.startswith(cmd)) for cmd in ("make run", "make site", "make site-check")]
+    assert order == sorted(order), "make run, then make site, then make site-check"
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "build/site"
+    assert any(s.get("uses", "").startswith("actions/deploy-pages") for s in flow["jobs"]["deploy"]["steps"])
+    assert flow["permissions"]["pages"] == "write" and flow["permissions"]["id-token"] == "write"
+    assert ".github/workflows/site.yml" in (ROOT / "README.md").read_text()

@@ -227,6 +227,8 @@ def _fmt(value) -> str:
         if not math.isfinite(value):
             return str(value)
         return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
+    if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+        return f"a {len(value)} × {len(value[0])} table of values (in the JSON file)"
     if isinstance(value, list):
         shown = ", ".join(_fmt(v) for v in value[:12])
         return f"[{shown}{', …' if len(value) > 12 else ''}] ({len(value)} values)" if len(value) > 12 else f"[{shown}]"
