@@ -134,6 +134,8 @@ def _cli(*args, env=None, timeout=120):
     (["kdutils", "run", "--timeout", "0"], {}, "must be > 0"),
     (["kdutils", "colab", "--repo", "a/b", "--root", "/nonexistent-kd"], {}, "error: --root '/nonexistent-kd' is not a folder"),
     (["kdutils", "grade", "--assignment", "a1_kd_losses", "--submissions", ".", "--jobs", "0"], {}, "must be > 0"),
+    (["kdutils", "site", "--run", "/nonexistent-kd"], {}, "error: --run '/nonexistent-kd' holds no notebooks/ folder"),
+    (["kdutils", "site-check", "/nonexistent-kd"], {}, "error: '/nonexistent-kd' holds no index.html: build the site first"),
     (["kdutils.fullrun", "--dataset", "digits32", "--epochs", "0"], {}, "--epochs: must be >= 1"),
     (["kdutils.fullrun", "--dataset", "digits32", "--epochs", "-1"], {}, "--epochs: must be >= 1"),
     (["kdutils.fullrun", "--dataset", "digits32", "--checkpoint-dir", UNWRITABLE], {}, "error: --checkpoint-dir"),

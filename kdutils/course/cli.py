@@ -100,6 +100,9 @@ def _cmd_site(args) -> int:
     from .site import build_site, missing_notebooks
 
     run, root = Path(args.run), runtime.repo_root() / "notebooks"
+    if not args.ready and not (run / "notebooks").is_dir():
+        raise ValueError(f"--run {args.run!r} holds no notebooks/ folder of executed notebooks: run `make run` "
+                         "(or pass make check's build/check)")
     if args.ready:      # make site: are the executed notebooks there, or must make run come first?
         missing = missing_notebooks(run, root)
         if missing:
@@ -120,6 +123,8 @@ def _cmd_site(args) -> int:
 def _cmd_site_check(args) -> int:
     from .sitecheck import check_site
 
+    if not (Path(args.site) / "index.html").is_file():
+        raise ValueError(f"{args.site!r} holds no index.html: build the site first (make site)")
     problems, pages = check_site(Path(args.site), shots=Path(args.shots))
     for page in pages:
         print(f"checked {page}")
@@ -189,9 +194,10 @@ def main(argv=None) -> int:
     from . import sandbox
     from .grading import GradingError
     from .site import SiteError
+    from .sitecheck import BrowserUnavailable
     try:
         return args.func(args)
-    except (GradingError, sandbox.SandboxUnavailable, SiteError) as exc:
+    except (GradingError, sandbox.SandboxUnavailable, SiteError, BrowserUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:

@@ -297,8 +297,8 @@ def build_site(run: Path, out: Path, *, root: Path | None = None, assignments: l
     run, out = Path(run), Path(out)
     missing = missing_notebooks(run, root)
     if missing:
-        raise SiteError(f"{run / 'notebooks'} lacks {', '.join(missing)}: run `make run` first (make site does it "
-                        "when they are all missing)")
+        raise SiteError(f"{run / 'notebooks'} lacks {', '.join(missing)}: run `make run` first (make site does so "
+                        "when any is missing)")
     names = assignments if assignments is not None else list_assignments()
     src = out.parent / f"{out.name}-src"
     shutil.rmtree(src, ignore_errors=True)
