@@ -136,7 +136,7 @@ def test_browser_check_catches_each_defect(tmp_path):
         '<p>Prices in code are fine: <code>$HOME and $5</code></p><pre>cost = $3 + $4</pre>'
         '<a href="other.html#here">a good link</a> <a href="#top">up</a> <a href="https://example.org/">out</a>')))
     (tmp_path / "other.html").write_text(FAKE_PAGE.format(title="defects", body=(
-        '<p id="here">the loss is $L = T^2 KL$ here</p>'
+        '<p id="here">the loss is $L = T^2 KL$ here</p><p>Other words come in between, many of them.</p><p>a sum $ <span class="math">x</span> $ half-rendered</p>'
         '<img src="missing.png"><img src="https://cdn.example.org/x.png">'
         '<a href="gone.html">a broken link</a> <a href="index.html#nowhere">a broken anchor</a>'
         '<script>console.error("boom")</script>'
@@ -146,7 +146,7 @@ def test_browser_check_catches_each_defect(tmp_path):
     assert pages == ["index.html", "other.html"]
     assert not [p for p in problems if p.startswith("index.html")], problems
     text = "\n".join(problems)
-    for words in ("math left raw: '$L = T^2 KL$'", "image did not load: missing.png", "HTTP 404 for",
+    for words in ("math left raw (a TeX delimiter in the text): 'the loss is $L = T^2 KL$", "sum $ x $ half-rendered", "image did not load: missing.png", "HTTP 404 for",
                   "loads https://cdn.example.org/x.png from outside the site", "console error: boom",
                   "broken link to /gone.html", "broken link to index.html#nowhere (no such anchor)",
                   "shows a line of an assignment's solution or hidden tests"):
@@ -193,14 +193,19 @@ def test_site_builds_from_a_run_and_passes_the_browser_check(tmp_path):
 
     problems, pages = sitecheck.check_site(out, shots=tmp_path / "shots")
     assert not problems, problems
+    nb_page = " ".join((out / "notebooks" / "04_feature_distillation.html").read_text().split())
+    assert 'class="left-prev" href="03_first_distillation.html"' in nb_page, "previous / next links, in course order"
+    assert 'class="right-next" href="05_wrong_dataset_pitfall.html"' in nb_page
     assert set(built["pages"]) <= set(pages) and {"index.html", "results.html", "search.html"} <= set(pages)
     assert len(list((tmp_path / "shots").glob("*.png"))) == len(pages)
 
     # a solution that reached a page is caught there
     student = out / "notebooks" / "assignments" / "a5_feature_distillation" / "a5_feature_distillation.html"
     student.write_text(student.read_text().replace("</main>", "<pre>    return ((mapped - teacher_map.detach()) ** 2).mean()</pre></main>"))
-    problems, _ = sitecheck.check_site(out, pages=[student.relative_to(out).as_posix()])
+    problems, _ = sitecheck.check_site(out, pages=[student.relative_to(out).as_posix(), "search.html"],
+                                       search_word="zzyzx-not-in-the-course")
     assert any("solution or hidden tests" in p for p in problems), problems
+    assert "search.html: searching 'zzyzx-not-in-the-course' finds no page" in problems
 
 
 def test_site_refuses_a_run_that_lacks_notebooks(tmp_path):

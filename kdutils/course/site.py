@@ -45,6 +45,7 @@ extensions = ["myst_nb"]
 html_static_path = [os.path.join(os.path.dirname(importlib.util.find_spec("sphinx-mathjax-offline").origin), "static")]
 mathjax_path = "mathjax/tex-chtml.js"
 myst_enable_extensions = ["dollarmath", "amsmath"]
+myst_dmath_double_inline = True      # $$...$$ inside a paragraph is display math, as in Jupyter
 myst_heading_anchors = 3
 nb_execution_mode = "off"            # the outputs are those of the run, never a second execution
 nb_ipywidgets_js = {{}}                # no widget JavaScript from a CDN (progress bars are left out)

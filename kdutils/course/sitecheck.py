@@ -8,10 +8,11 @@ waits for MathJax to typeset, and reports, page by page:
 * a request that failed, or one to any host but the local server (the site must carry what it loads:
   offline, a CDN is an error);
 * an image that did not load (``naturalWidth == 0``);
-* math left as raw ``$...$`` / ``\\(...\\)`` in the text, or a MathJax error;
+* math left raw: a ``$``, ``\\(`` or ``\\[`` in the text outside code, or a MathJax error;
 * an internal link to a file that does not exist, or to an anchor its page lacks;
 * any line of an assignment's solutions or hidden tests, in a page or a downloadable notebook
-  (``secret_lines``: the master's lines that neither the student version nor the course shows).
+  (``secret_lines``: read from the masters' otter markers);
+* a search (``search.html?q=distillation``) that finds no page.
 
 A screenshot of each page goes to ``shots/`` (the top 6,000 pixels at 1,280 wide).
 """
@@ -27,7 +28,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlparse
 
-RAW_MATH = re.compile(r"\$\$.+?\$\$|(?<![\w$\\])\$(?!\s)[^$\n]{1,200}?(?<!\s)\$(?![\w$])|\\\(.+?\\\)|\\\[.+?\\\]", re.S)
+# outside code, a page's text holds no TeX delimiter once MathJax has run: a `$` left there is math that was
+# not recognised (e.g. `$$...$$` inside a paragraph, which MyST reads as inline math between two stray `$`)
+TEX_DELIMITER = re.compile(r"\$|\\\(|\\\[")
+
+
+def raw_math(prose: str, width: int = 30) -> list[str]:
+    """Each TeX delimiter left in ``prose``, with the text around it (one excerpt per stretch)."""
+    found, end = [], -1
+    for m in TEX_DELIMITER.finditer(prose):
+        if m.start() > end:
+            end = m.start() + width
+            found.append(" ".join(prose[max(0, m.start() - width):end].split()))
+    return found
 SCREENSHOT_HEIGHT = 6000
 
 # collected in the page: broken images, raw math outside code, MathJax errors, ids, links, the text
@@ -209,8 +222,11 @@ def _target_file(site: Path, path: str) -> Path:
 
 
 def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | None = None,
-               pages: list[str] | None = None) -> tuple[list[str], list[str]]:
-    """Open every page of ``site`` in headless Chromium; return (problems, pages checked)."""
+               pages: list[str] | None = None, search_word: str | None = "distillation") -> tuple[list[str], list[str]]:
+    """Open every page of ``site`` in headless Chromium; return (problems, pages checked).
+
+    With ``search_word``, the site's search page must also find at least one page for it.
+    """
     site = Path(site).resolve()
     if not (site / "index.html").is_file():
         raise FileNotFoundError(f"{site} holds no index.html: build the site first (make site)")
@@ -254,8 +270,8 @@ def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | Non
             page.wait_for_timeout(50)     # late console messages
             for src in probe["images"]:
                 current.append(f"image did not load: {src[:120]}")
-            for match in RAW_MATH.findall(probe["prose"]):
-                current.append(f"math left raw: {match[:80]!r}")
+            for match in raw_math(probe["prose"])[:5]:
+                current.append(f"math left raw (a TeX delimiter in the text): {' '.join(match.split())!r}")
             for err in probe["mathErrors"]:
                 current.append(f"MathJax error: {err[:120]}")
             leaked = _lines(html_text(page.content())) & secrets
@@ -270,6 +286,15 @@ def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | Non
                                 clip={"x": 0, "y": 0, "width": 1280, "height": height})
             page.close()
             problems += [f"{rel}: {p}" for p in dict.fromkeys(current)]
+        if search_word and "search.html" in pages:       # the search box works offline: it finds the course
+            current = []
+            page = context.new_page()
+            page.goto(f"{base}search.html?q={search_word}", wait_until="load")
+            try:
+                page.wait_for_selector("#search-results li", timeout=15_000)
+            except Exception:
+                problems.append(f"search.html: searching {search_word!r} finds no page")
+            page.close()
         browser.close()
 
     for rel, href in links:           # internal links: the file exists, and so does the anchor
