@@ -48,7 +48,7 @@ test: $(STAMP)
 ## included (KD_SEED=0, the CPU; executed copies in build/check/), then the website built from that
 ## run and checked in headless Chromium
 check: test
-	KD_PROFILE=full KD_SEED=0 KD_DEVICE=cpu KD_RESULTS_DIR=$(CURDIR)/build/check/results MPLBACKEND=Agg \
+	KD_PROFILE=full KD_SEED=0 KD_DEVICE=cpu KD_RESULTS_DIR=$(CURDIR)/build/check/results \
 	  $(PY) -m kdutils run --out $(CURDIR)/build/check --no-html
 	$(MAKE) site site-check SITE_RUN=build/check
 

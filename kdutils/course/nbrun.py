@@ -49,7 +49,10 @@ def run_notebooks(paths, out_dir: Path, *, timeout: int = 1800, html: bool = Tru
                 # IPC sockets in a private folder: local, and no "running over TCP without encryption" warning
                 km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(ipc, "kernel"))
                 try:
-                    NotebookClient(nb, km=km, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}).execute()
+                    # the kernel's own inline backend puts every figure into the executed copy (the HTML, the
+                    # website): an MPLBACKEND=Agg set for headless tests would leave them out
+                    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+                    NotebookClient(nb, km=km, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
                 finally:
                     if km.has_kernel:
                         km.shutdown_kernel(now=True)

@@ -72,6 +72,22 @@ def course_notebooks(root: Path) -> list[Path]:
     return sorted(Path(root).glob("[0-9][0-9]_*.ipynb"))
 
 
+IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml")
+
+
+def without_figures(run: Path, root: Path) -> list[str]:
+    """The course notebooks that plot (``plt.`` in a code cell) whose executed copy in ``run`` holds no figure."""
+    missing = []
+    for stored in course_notebooks(root):
+        code = "\n".join(c.source for c in nbformat.read(stored, as_version=4).cells if c.cell_type == "code")
+        if "plt." not in code:
+            continue
+        executed = nbformat.read(Path(run) / "notebooks" / stored.name, as_version=4)
+        if not any(m in out.get("data", {}) for c in executed.cells for out in c.get("outputs", []) for m in IMAGE_MIMES):
+            missing.append(stored.name)
+    return missing
+
+
 def missing_notebooks(run: Path, root: Path) -> list[str]:
     """The course notebooks that ``<run>/notebooks/`` lacks (empty when the site can be built)."""
     return [p.name for p in course_notebooks(root) if not (Path(run) / "notebooks" / p.name).is_file()]
@@ -289,8 +305,12 @@ def results_page(results_dir: Path, notebooks: list[str]) -> str:
 
 # --------------------------------------------------------------------------------------- the build
 def build_site(run: Path, out: Path, *, root: Path | None = None, assignments: list[str] | None = None,
-               quiet: bool = True) -> dict:
-    """Stage the course's site from ``run`` and build it into ``out`` with Sphinx; return what it holds."""
+               quiet: bool = True, require_figures: bool = True) -> dict:
+    """Stage the course's site from ``run`` and build it into ``out`` with Sphinx; return what it holds.
+
+    ``require_figures``: refuse a run in which a notebook that plots has no figure (executed with a
+    non-inline matplotlib backend, e.g. ``MPLBACKEND=Agg``): its page would show none.
+    """
     from .grading import list_assignments
 
     repo = runtime.repo_root()
@@ -300,6 +320,10 @@ def build_site(run: Path, out: Path, *, root: Path | None = None, assignments: l
     if missing:
         raise SiteError(f"{run / 'notebooks'} lacks {', '.join(missing)}: run `make run` first (make site does so "
                         "when any is missing)")
+    no_figures = without_figures(run, root)
+    if no_figures and require_figures:
+        raise SiteError(f"{', '.join(no_figures)} plot but their executed copies in {run / 'notebooks'} hold no figure "
+                        "(run with MPLBACKEND=Agg?): run `make run` again (kdutils run uses the inline backend)")
     names = assignments if assignments is not None else list_assignments()
     src = out.parent / f"{out.name}-src"
     shutil.rmtree(src, ignore_errors=True)
@@ -342,4 +366,4 @@ def build_site(run: Path, out: Path, *, root: Path | None = None, assignments: l
         raise SiteError(f"sphinx failed ({done.returncode}):\n{done.stderr[-3000:]}")
     (out / ".nojekyll").write_text("")  # GitHub Pages: serve _static/ as is
     return {"out": out, "pages": [p.relative_to(src).with_suffix(".html").as_posix() for p in pages],
-            "warnings": warnings}
+            "warnings": warnings, "without_figures": no_figures}
