@@ -245,7 +245,7 @@ def test_killed_run_keeps_finished_rows_and_resumes(assigned, tmp_path):
     assert not (out / "previous").exists(), "resuming keeps the table: nothing to set aside"
 
 
-@pytest.mark.parametrize("name", [fx.A2, fx.A3, fx.A4, fx.A5])
+@pytest.mark.parametrize("name", [fx.A2, fx.A3, fx.A4, fx.A5, fx.A6])
 def test_other_assignments(assigned, tmp_path, monkeypatch, name):
     """Each solution earns every point, the untouched student version none, and each classic bug its exact loss."""
     dist, subs = assigned, tmp_path / "subs"
@@ -280,11 +280,33 @@ def test_other_assignments(assigned, tmp_path, monkeypatch, name):
                 "bug_attention_teacher_not_detached": {"q2": 2.0}}
         for bug, scores_lost in lost.items():
             expected[f"{bug}.ipynb"] = {**full, **scores_lost}
+    if name == fx.A6:   # find the bug: each bug left in costs exactly its question, and the feedback names it
+        for bug, (marker, old, new) in fx.A6_BUGS.items():
+            fx.edit(sol, subs / f"{bug}.ipynb", [(marker, old, new)])
+            expected[f"{bug}.ipynb"] = {**full, fx.A6_COSTS[bug]: 0.0}
+        fx.edit(sol, subs / "fair_written_differently.ipynb", fx.A6_FAIR)
+        expected["fair_written_differently.ipynb"] = full
+        fx.edit(sol, subs / "broken_half_edited.ipynb", fx.A6_BROKEN)
+        expected["broken_half_edited.ipynb"] = {**full, "q1": 0.0, "q5": 0.0}
     table = grading.grade_folder(name, subs, dist=dist, out=tmp_path / "grades", timeout=150, jobs=2, progress=False)
     by = table.set_index("submission")
     got = {s: {q: float(by.loc[s, q]) for q in qs} for s in expected}
     assert got == expected, by[["status"]].to_dict()
     assert (by.status == "graded").all(), by.status.to_dict()
+    if name == fx.A6:
+        names = {"bug_log_space_mixture": "log-space mixture", "bug_beta_swapped": "beta swapped",
+                 "bug_hard_label_added": "hard-label cross-entropy added", "bug_sampling_temperature": "sampling temperature used",
+                 "bug_micro_batch_mean": "per-micro-batch normalisation", "bug_padding_in_mean": "padding in the mean",
+                 "bug_clamped_truncated_kl": "clamp on a truncated KL"}
+        untouched = (tmp_path / "grades" / "feedback" / "untouched_student.ipynb.student.txt").read_text()
+        solution = (tmp_path / "grades" / "feedback" / "solution.ipynb.student.txt").read_text()
+        for bug, words in names.items():
+            feedback = (tmp_path / "grades" / "feedback" / f"{bug}.ipynb.student.txt").read_text()
+            assert f"BUG STILL THERE ({words}" in feedback, f"{bug}: the feedback does not name the bug"
+            others = [w for b, w in names.items() if b != bug]
+            assert not any(f"({w}" in feedback for w in others), f"{bug}: the feedback names a bug that was fixed"
+            assert f"BUG STILL THERE ({words}" in untouched, f"the untouched notebook's feedback does not name {words}"
+        assert "BUG STILL THERE" not in solution
     if name == fx.A3:
         feedback = (tmp_path / "grades" / "feedback" / "bug_typed_numbers.ipynb.student.txt").read_text()
         assert "typed into the code" in feedback, "the typed-in table is caught as typed in, not by accident"

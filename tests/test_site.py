@@ -116,6 +116,13 @@ def test_secret_lines_are_solutions_and_hidden_tests_never_prompts():
     for visible in ("def hint_term(student_map, teacher_map, regressor):", "_r = nn.Conv1d(3, 5, 1)",
                     sitecheck.OTTER_PLACEHOLDERS[0]):
         assert visible not in secrets, visible
+    # a6 writes its fixes with otter's NO PROMPT markers and shows the buggy line (a PROMPT block) instead
+    for fix in ("n_tokens = sum(mask.sum() for _, _, mask in micro_batches)", 'tau = cfg["kd_temperature"]',
+                "log_m = torch.logsumexp(torch.stack([log_p_t + math.log(beta), log_p_s + math.log(1 - beta)]), dim=0)"):
+        assert fix in secrets, fix
+    for shown in ("loss = (per_token * mask).sum() / mask.sum() / len(micro_batches)", 'tau = cfg["sampling_temperature"]',
+                  "log_m = beta * log_p_t + (1 - beta) * log_p_s"):
+        assert shown not in secrets, shown
 
 
 def test_student_versions_hold_no_secret(tmp_path):

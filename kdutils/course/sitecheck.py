@@ -136,8 +136,8 @@ def _notebook_text(path: Path) -> str:
 def _secret_and_visible(master: Path) -> tuple[str, str]:
     """Split an otter master's text into what only instructors see and what the student version shows.
 
-    Secret (otter's format): code between ``# BEGIN SOLUTION`` / ``# END SOLUTION`` and lines ending in
-    ``# SOLUTION``; markdown answers inside a raw ``# BEGIN SOLUTION`` … ``# END SOLUTION`` block; test
+    Secret (otter's format): code between ``# BEGIN SOLUTION [NO PROMPT]`` / ``# END SOLUTION`` and lines
+    ending in ``# SOLUTION [NO PROMPT]`` (a ``# BEGIN PROMPT`` block, what the student sees instead, is visible); markdown answers inside a raw ``# BEGIN SOLUTION`` … ``# END SOLUTION`` block; test
     cells whose config says ``hidden: true``. Everything else is visible.
     """
     import nbformat
@@ -158,12 +158,12 @@ def _secret_and_visible(master: Path) -> tuple[str, str]:
         inside = False
         for line in src.splitlines():
             mark = line.strip()
-            if mark == "# BEGIN SOLUTION":
+            if mark in ("# BEGIN SOLUTION", "# BEGIN SOLUTION NO PROMPT"):
                 inside = True
             elif mark == "# END SOLUTION":
                 inside = False
-            elif inside or mark.endswith("# SOLUTION"):
-                secret.append(line)
+            elif inside or mark.endswith(("# SOLUTION", "# SOLUTION NO PROMPT")):
+                secret.append(re.sub(r"\s*# SOLUTION( NO PROMPT)?$", "", line))   # the line as a leak would show it
             else:
                 visible.append(line)
     return "\n".join(secret), "\n".join(visible)
