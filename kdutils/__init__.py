@@ -14,10 +14,12 @@ Modules, each one concept:
 * ``diagnose`` -- is the student trained on what it will see when deployed?
 * ``sensors``  -- the two-sensor task of notebook 05 and assignment a2 (x and its simplified x')
 * ``tasks``    -- the toy instruction language of notebook 06
+* ``brackets`` -- a language whose grammar lives in what was written (two kinds of brackets), notebook 08
+* ``onpolicy`` -- on-policy distillation: the student samples, the teacher grades every token it wrote
 * ``zoo``      -- trained teachers the course reuses, trained once and cached
 * ``loader``   -- batches of images kept on the device, augmented there (the full run's data path)
 * ``checkpoint`` -- atomic saves and safe (weights_only) loads that refuse a bad file and leave it alone
-* ``fullrun``  -- the full GPU teacher -> student run of notebook 08: config, one train step, DDP, CLI
+* ``fullrun``  -- the full GPU teacher -> student run of notebook 09: config, one train step, DDP, CLI
 * ``report``   -- save a notebook's figures as JSON
 
 The course tooling (running the notebooks, Colab set-up cells, grading) lives apart, in

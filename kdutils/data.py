@@ -8,7 +8,7 @@
 
 Both return a :class:`Dataset` of tensors with a deterministic split.
 
-The full run (notebook 08, ``kdutils.fullrun``) reads images as uint8 ``(N, 3, 32, 32)`` tensors:
+The full run (notebook 09, ``kdutils.fullrun``) reads images as uint8 ``(N, 3, 32, 32)`` tensors:
 
 * ``read_cifar10`` / ``load_cifar10``: CIFAR-10 from torchvision's on-disk layout (downloaded by
   torchvision where there is internet; ``DatasetUnavailable`` names what is missing otherwise);

@@ -1,4 +1,4 @@
-r"""The full teacher -> student run of notebook 08, fast on a GPU, resumable anywhere, on one or several devices.
+r"""The full teacher -> student run of notebook 09, fast on a GPU, resumable anywhere, on one or several devices.
 
     python -m kdutils.fullrun --dataset cifar10 --checkpoint-dir build/ckpt
     python -m kdutils.fullrun --dataset digits32            # offline CPU fallback, same code path

@@ -7,7 +7,7 @@ MNIST-1D baselines, as in Greydanus (2020) (``mnist1d`` repository, ``models.py`
 
 8x8 digits: ``DigitsCNN`` (teacher) and an ``MLP`` on the 64 flattened pixels (student).
 
-32x32 images (the full run, notebook 08): ``ConvNet(widths)``, airbench-style; teacher and student
+32x32 images (the full run, notebook 09): ``ConvNet(widths)``, airbench-style; teacher and student
 differ only in their widths. Language: ``GPT``, a small causal transformer (notebook 06).
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def digits_mlp(num_classes: int = 10, hidden: int = 32) -> MLP:
 
 
 # ----------------------------------------------------------------------------- the full run's ConvNet
-# An airbench-style network for 32x32 images (CIFAR-10, or the digits upscaled), for notebook 08.
+# An airbench-style network for 32x32 images (CIFAR-10, or the digits upscaled), for notebook 09.
 
 def conv_bn(c_in, c_out):
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU())

@@ -15,6 +15,7 @@ submission loads the teacher in milliseconds; on a laptop or Colab the first cal
 ``mnist1d_mlp()``           ``models.MLP()`` on MNIST-1D's labels, 60 epochs (assignment 3's scratch student)
 ``sensors_cnn()``           ``models.MNIST1DCNN(in_channels=2, channels=32)`` on ``sensors.two_sensors()``, 30 epochs (assignment 2's teacher)
 ``instruction_gpt()``       ``models.GPT`` (2 layers, d_model 64) following all four instructions of ``tasks`` (assignment 4's teacher)
+``bracket_gpt()``           ``models.GPT`` (2 layers, d_model 64) writing the bracket language of ``brackets`` (notebook 08's teacher)
 ==========================  =============================================================
 """
 from __future__ import annotations
@@ -142,3 +143,33 @@ def instruction_gpt(lengths: tuple[int, int] = (3, 4)) -> nn.Module:
 
     return cached("instruction-gpt", {"model": "GPT(V, block, n_layer=2, n_head=4, d_model=64)", "lengths": list(lengths),
                                       "steps": 300, "batch": 128, "lr": 3e-3, "seed": 0}, make, train)
+
+
+def bracket_gpt(steps: int = 1500) -> nn.Module:
+    """The course's small GPT trained ``steps`` steps (batch 64, AdamW, one-cycle) on random sentences of
+    ``kdutils.brackets``, next-token cross-entropy on every token after <bos> up to <eos>: notebook 08's teacher."""
+    import torch.nn.functional as F
+
+    from . import brackets, models
+
+    def make():
+        runtime.seed_everything(0)
+        return models.GPT(len(brackets.VOCAB), brackets.BLOCK, n_layer=2, n_head=4, d_model=64)
+
+    def train(model):
+        g = torch.Generator().manual_seed(0)
+        data = brackets.sentences(20_000, generator=g)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+        for _ in range(steps):
+            seq = data[torch.randint(0, len(data), (64,), generator=g)]
+            target = seq[:, 1:]
+            keep = target != brackets.PAD
+            loss = F.cross_entropy(model(seq[:, :-1])[keep], target[keep])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+
+    return cached("bracket-gpt", {"model": "GPT(7, 26, n_layer=2, n_head=4, d_model=64)", "data": "brackets.sentences(20000)",
+                                  "steps": steps, "batch": 64, "lr": 3e-3, "seed": 0}, make, train)

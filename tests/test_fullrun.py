@@ -1,4 +1,4 @@
-"""notebook 08's machinery: the CIFAR-10 reader on fixture files, the device loader, checkpoints, one and two processes."""
+"""notebook 09's machinery: the CIFAR-10 reader on fixture files, the device loader, checkpoints, one and two processes."""
 import json
 import os
 import pickle
