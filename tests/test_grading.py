@@ -24,7 +24,7 @@ FULL = {"q1": 3, "q2": 2, "q3": 3, "q4": 1, "q5": 3, "q6": 2, "q7": 2}
 
 
 def test_assignment_list():
-    assert ASSIGNMENTS == [fx.A1, fx.A2, fx.A3, fx.A4, fx.A5]
+    assert ASSIGNMENTS == [fx.A1, fx.A2, fx.A3, fx.A4, fx.A5, fx.A6]
 
 
 def scores(**lost):

@@ -417,6 +417,30 @@ def student_for_colab(notebook: Path, assignment: str) -> Path:
     return notebook
 
 
+# what no student version may contain: otter's solution and test markers, and the rubrics
+LEAK_MARKERS = ("# BEGIN SOLUTION", "# SOLUTION", "hidden=True", "Rubric (solution)", "# BEGIN TESTS")
+
+
+def otter_assign(name: str, target: Path, *, timeout: float = 300.0, run_tests: bool = True, env=None) -> Path:
+    """``otter assign`` one master into ``target`` (replaced): the autograder and the student version, the
+    latter with its public tests carried inside for Colab (``student_for_colab``) and refused if it holds
+    any of ``LEAK_MARKERS``. ``run_tests=False`` skips executing the master (seconds instead of minutes).
+    Returns the student notebook."""
+    master = assignments_root() / name / f"{name}.ipynb"
+    if not master.exists():
+        raise GradingError(f"no assignment {name!r} (expected {master})")
+    shutil.rmtree(target, ignore_errors=True)
+    cmd = [sys.executable, "-m", "otter", "assign", "--no-pdfs", *([] if run_tests else ["--no-run-tests"]), str(master), str(target)]
+    code, out = _run(cmd, timeout, cwd=master.parent, env=env)
+    if code != 0:
+        raise GradingError(f"otter assign failed for {name}:\n{out[-2000:]}")
+    student = student_for_colab(target / "student" / f"{name}.ipynb", name)
+    leaks = [m for m in LEAK_MARKERS if m in student.read_text()]
+    if leaks:
+        raise GradingError(f"the student version of {name} contains {leaks}: refusing to hand it out")
+    return student
+
+
 def assign_all(names: list[str] | None = None, *, dist: Path | None = None, timeout: float = 300.0,
                verify: bool = True, jobs: int = 1) -> pd.DataFrame:
     """``otter assign`` every assignment into ``dist/`` and check each solution earns full marks.
@@ -430,24 +454,15 @@ def assign_all(names: list[str] | None = None, *, dist: Path | None = None, time
     dist = Path(dist or runtime.repo_root() / "dist")
 
     def one(name):
-        master = root / name / f"{name}.ipynb"
-        if not master.exists():
-            raise GradingError(f"no assignment {name!r} (expected {master})")
         target = dist / name
-        if target.exists():
-            shutil.rmtree(target)
         start = time.perf_counter()
         # otter assign executes the master: with KD_CACHE_DIR here, that run trains kdutils.zoo's teachers
         # once and the autograder ships them (autograder/cache), so no submission has to train them
         cache = dist / f".{name}-cache"
         shutil.rmtree(cache, ignore_errors=True)
-        code, out = _run([sys.executable, "-m", "otter", "assign", "--no-pdfs", str(master), str(target)], timeout,
-                         cwd=master.parent, env={**os.environ, "KD_CACHE_DIR": str(cache)})
-        if code != 0:
-            raise GradingError(f"otter assign failed for {name}:\n{out[-2000:]}")
+        otter_assign(name, target, timeout=timeout, env={**os.environ, "KD_CACHE_DIR": str(cache)})
         cache.mkdir(exist_ok=True)
         os.replace(cache, target / "autograder" / "cache")
-        student_for_colab(target / "student" / f"{name}.ipynb", name)
         zip_path = find_autograder(name, dist)
         qs = questions(zip_path)
         if verify:

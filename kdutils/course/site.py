@@ -152,21 +152,12 @@ def _local_links(text: str, badge: str) -> str:
     return LOCAL_IPYNB.sub(lambda m: f"{m[1]}{m[2]}.html{m[3]}", text.replace(COLAB_BADGE, badge))
 
 
-def _drop_widgets(nb) -> int:
+def _drop_widgets(nb) -> None:
     """Remove Jupyter-widget outputs (tqdm's progress bars) and the stored widget state."""
-    dropped = 0
     for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        keep = []
-        for out in cell.get("outputs", []):
-            if WIDGET_MIME in out.get("data", {}):
-                dropped += 1
-                continue
-            keep.append(out)
-        cell.outputs = keep
+        if cell.cell_type == "code":
+            cell.outputs = [out for out in cell.get("outputs", []) if WIDGET_MIME not in out.get("data", {})]
     nb.metadata.pop("widgets", None)
-    return dropped
 
 
 def stage_notebook(executed: Path, stored: Path, src: Path, page: str, *, results: dict | None,
@@ -174,7 +165,8 @@ def stage_notebook(executed: Path, stored: Path, src: Path, page: str, *, result
     """Copy ``executed`` to ``src/page`` behind a header cell (the run, a download link for ``stored``)."""
     nb = nbformat.read(executed, as_version=4)
     _drop_widgets(nb)
-    badge = "../" * (len(Path(page).parts) - 1) + "images/colab-badge.svg"
+    up = "../" * (len(Path(page).parts) - 1)                 # from the page back to the site's root
+    badge = up + "images/colab-badge.svg"
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = cell.source.replace(COLAB_BADGE, badge)
@@ -185,7 +177,7 @@ def stage_notebook(executed: Path, stored: Path, src: Path, page: str, *, result
     dest, download = src / page, src / "downloads" / Path(page).parent / stored.name
     download.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(stored, download)
-    link = "../" * (len(Path(page).parts) - 1) + download.relative_to(src).as_posix()
+    link = up + download.relative_to(src).as_posix()
     if kind == "course":
         text = (f"*{_run_line(nb, results)}*  \n"
                 f"Run it yourself: the Colab badge above, or {{download}}`download the notebook <{link}>` "
@@ -215,22 +207,13 @@ def student_versions(names: list[str], out: Path) -> dict[str, Path]:
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .grading import assignments_root, student_for_colab
+    from .grading import GradingError, otter_assign
 
     def one(name):
-        master = assignments_root() / name / f"{name}.ipynb"
-        target = out / name
-        shutil.rmtree(target, ignore_errors=True)
-        done = subprocess.run([sys.executable, "-m", "otter", "assign", "--no-pdfs", "--no-run-tests", str(master),
-                               str(target)], cwd=master.parent, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SiteError(f"otter assign failed for {name}:\n{(done.stdout + done.stderr)[-2000:]}")
-        student = student_for_colab(target / "student" / f"{name}.ipynb", name)
-        text = student.read_text()
-        for marker in ("# BEGIN SOLUTION", "# SOLUTION", "hidden=True", "Rubric (solution)", "# BEGIN TESTS"):
-            if marker in text:
-                raise SiteError(f"the student version of {name} contains {marker!r}: refusing to publish it")
-        return student
+        try:
+            return otter_assign(name, out / name, run_tests=False)
+        except GradingError as err:
+            raise SiteError(str(err)) from None
 
     with ThreadPoolExecutor(max_workers=3) as pool:      # otter's start-up dominates: overlap it
         return dict(zip(names, pool.map(one, names)))
@@ -248,7 +231,9 @@ def _fmt(value) -> str:
         return f"a {len(value)} × {len(value[0])} table of values (in the JSON file)"
     if isinstance(value, list):
         shown = ", ".join(_fmt(v) for v in value[:12])
-        return f"[{shown}{', …' if len(value) > 12 else ''}] ({len(value)} values)" if len(value) > 12 else f"[{shown}]"
+        if len(value) > 12:
+            return f"[{shown}, …] ({len(value)} values)"
+        return f"[{shown}]"
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
