@@ -116,11 +116,26 @@ def sensors_cnn() -> nn.Module:
                                   "epochs": 30, "seed": 0}, make, train)
 
 
+def _train_next_token(model, batch, steps: int, *, generator: torch.Generator, lr: float = 3e-3) -> None:
+    """``steps`` AdamW steps with a one-cycle schedule on next-token cross-entropy; ``batch(generator)``
+    returns ``(tokens, keep)``: the sequences and a mask over ``tokens[:, :-1]`` of the positions in the loss."""
+    import torch.nn.functional as F
+
+    g = generator
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    for _ in range(steps):
+        tokens, keep = batch(g)
+        loss = F.cross_entropy(model(tokens[:, :-1])[keep], tokens[:, 1:][keep])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+
+
 def instruction_gpt(lengths: tuple[int, int] = (3, 4)) -> nn.Module:
     """The course's small GPT, trained 300 steps to follow all four instructions of ``kdutils.tasks``
     on queries of ``lengths`` digits (AdamW, one-cycle schedule): the teacher of assignment 4."""
-    import torch.nn.functional as F
-
     from . import models, tasks
 
     V, block = len(tasks.VOCAB), 2 * lengths[1] + 2
@@ -129,17 +144,12 @@ def instruction_gpt(lengths: tuple[int, int] = (3, 4)) -> nn.Module:
         runtime.seed_everything(0)
         return models.GPT(V, block, n_layer=2, n_head=4, d_model=64)
 
+    def batch(g):
+        tokens, mask = tasks.mixed_batch(128, lengths, generator=g)
+        return tokens, mask[:, :-1]
+
     def train(model):
-        g = torch.Generator().manual_seed(0)
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=300)
-        for _ in range(300):
-            tokens, mask = tasks.mixed_batch(128, lengths, generator=g)
-            loss = F.cross_entropy(model(tokens[:, :-1])[mask[:, :-1]], tokens[:, 1:][mask[:, :-1]])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+        _train_next_token(model, batch, 300, generator=torch.Generator().manual_seed(0))
 
     return cached("instruction-gpt", {"model": "GPT(V, block, n_layer=2, n_head=4, d_model=64)", "lengths": list(lengths),
                                       "steps": 300, "batch": 128, "lr": 3e-3, "seed": 0}, make, train)
@@ -148,8 +158,6 @@ def instruction_gpt(lengths: tuple[int, int] = (3, 4)) -> nn.Module:
 def bracket_gpt(steps: int = 1500) -> nn.Module:
     """The course's small GPT trained ``steps`` steps (batch 64, AdamW, one-cycle) on random sentences of
     ``kdutils.brackets``, next-token cross-entropy on every token after <bos> up to <eos>: notebook 08's teacher."""
-    import torch.nn.functional as F
-
     from . import brackets, models
 
     def make():
@@ -159,17 +167,12 @@ def bracket_gpt(steps: int = 1500) -> nn.Module:
     def train(model):
         g = torch.Generator().manual_seed(0)
         data = brackets.sentences(20_000, generator=g)
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
-        for _ in range(steps):
+
+        def batch(g):
             seq = data[torch.randint(0, len(data), (64,), generator=g)]
-            target = seq[:, 1:]
-            keep = target != brackets.PAD
-            loss = F.cross_entropy(model(seq[:, :-1])[keep], target[keep])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+            return seq, seq[:, 1:] != brackets.PAD         # every token after <bos> up to <eos>
+
+        _train_next_token(model, batch, steps, generator=g)
 
     return cached("bracket-gpt", {"model": "GPT(7, 26, n_layer=2, n_head=4, d_model=64)", "data": "brackets.sentences(20000)",
                                   "steps": steps, "batch": 64, "lr": 3e-3, "seed": 0}, make, train)

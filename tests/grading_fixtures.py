@@ -86,19 +86,24 @@ A5_BUGS = {   # the classic feature-distillation mistakes: (marker, old, new)
     "bug_attention_teacher_not_detached": ("def at_term", "attention(teacher_map.detach())", "attention(teacher_map)"),
 }
 A6 = "a6_find_the_bug"
-A6_BUGS = {   # each function with its shipped bug put back: (marker, old, new) -> the question it costs
-    "bug_log_space_mixture": ("def generalized_jsd",
+A6_BUGS = {   # each function with its shipped bug put back: bug -> (the question it costs, the name its feedback gives,
+              #                                                   and the edit (marker, old, new))
+    "bug_log_space_mixture": ("q1", "log-space mixture", "def generalized_jsd",
                               "log_m = torch.logsumexp(torch.stack([log_p_t + math.log(beta), log_p_s + math.log(1 - beta)]), dim=0)",
                               "log_m = beta * log_p_t + (1 - beta) * log_p_s"),
-    "bug_beta_swapped": ("def gkd_divergence", "        return kl_rows(log_p_t, log_p_s)  # SOLUTION NO PROMPT\n", "        return kl_rows(log_p_s, log_p_t)\n"),
-    "bug_hard_label_added": ("def kd_loss", "    return kd  # SOLUTION NO PROMPT", "    return student_out.loss + kd"),
-    "bug_sampling_temperature": ("def rollout_kl", 'tau = cfg["kd_temperature"]', 'tau = cfg["sampling_temperature"]'),
-    "bug_micro_batch_mean": ("def accumulate", "loss = (per_token * mask).sum() / n_tokens", "loss = (per_token * mask).sum() / mask.sum() / len(micro_batches)"),
-    "bug_padding_in_mean": ("def token_kl", "return (per_token * mask).sum() / mask.sum()  # SOLUTION NO PROMPT", "return (per_token * mask).mean()"),
-    "bug_clamped_truncated_kl": ("def topk_kl", "    return kept + p_tail * (p_tail.log() - q_tail.log())", "    return kept.clamp(min=0.0)"),
+    "bug_beta_swapped": ("q2", "beta swapped", "def gkd_divergence",
+                         "        return kl_rows(log_p_t, log_p_s)  # SOLUTION NO PROMPT\n", "        return kl_rows(log_p_s, log_p_t)\n"),
+    "bug_hard_label_added": ("q3", "hard-label cross-entropy added", "def kd_loss",
+                             "    return kd  # SOLUTION NO PROMPT", "    return student_out.loss + kd"),
+    "bug_sampling_temperature": ("q4", "sampling temperature used", "def rollout_kl",
+                                 'tau = cfg["kd_temperature"]', 'tau = cfg["sampling_temperature"]'),
+    "bug_micro_batch_mean": ("q5", "per-micro-batch normalisation", "def accumulate",
+                             "loss = (per_token * mask).sum() / n_tokens", "loss = (per_token * mask).sum() / mask.sum() / len(micro_batches)"),
+    "bug_padding_in_mean": ("q6", "padding in the mean", "def token_kl",
+                            "return (per_token * mask).sum() / mask.sum()  # SOLUTION NO PROMPT", "return (per_token * mask).mean()"),
+    "bug_clamped_truncated_kl": ("q7", "clamp on a truncated KL", "def topk_kl",
+                                 "    return kept + p_tail * (p_tail.log() - q_tail.log())", "    return kept.clamp(min=0.0)"),
 }
-A6_COSTS = {"bug_log_space_mixture": "q1", "bug_beta_swapped": "q2", "bug_hard_label_added": "q3", "bug_sampling_temperature": "q4",
-            "bug_micro_batch_mean": "q5", "bug_padding_in_mean": "q6", "bug_clamped_truncated_kl": "q7"}
 A6_FAIR = [   # correct, written differently: the mixture in probability space, the tail bucket via kdutils, a fix by a helper
     ("def generalized_jsd",
      "log_m = torch.logsumexp(torch.stack([log_p_t + math.log(beta), log_p_s + math.log(1 - beta)]), dim=0)",

@@ -281,9 +281,9 @@ def test_other_assignments(assigned, tmp_path, monkeypatch, name):
         for bug, scores_lost in lost.items():
             expected[f"{bug}.ipynb"] = {**full, **scores_lost}
     if name == fx.A6:   # find the bug: each bug left in costs exactly its question, and the feedback names it
-        for bug, (marker, old, new) in fx.A6_BUGS.items():
+        for bug, (question, _, marker, old, new) in fx.A6_BUGS.items():
             fx.edit(sol, subs / f"{bug}.ipynb", [(marker, old, new)])
-            expected[f"{bug}.ipynb"] = {**full, fx.A6_COSTS[bug]: 0.0}
+            expected[f"{bug}.ipynb"] = {**full, question: 0.0}
         fx.edit(sol, subs / "fair_written_differently.ipynb", fx.A6_FAIR)
         expected["fair_written_differently.ipynb"] = full
         fx.edit(sol, subs / "broken_half_edited.ipynb", fx.A6_BROKEN)
@@ -294,10 +294,7 @@ def test_other_assignments(assigned, tmp_path, monkeypatch, name):
     assert got == expected, by[["status"]].to_dict()
     assert (by.status == "graded").all(), by.status.to_dict()
     if name == fx.A6:
-        names = {"bug_log_space_mixture": "log-space mixture", "bug_beta_swapped": "beta swapped",
-                 "bug_hard_label_added": "hard-label cross-entropy added", "bug_sampling_temperature": "sampling temperature used",
-                 "bug_micro_batch_mean": "per-micro-batch normalisation", "bug_padding_in_mean": "padding in the mean",
-                 "bug_clamped_truncated_kl": "clamp on a truncated KL"}
+        names = {bug: words for bug, (_, words, *_) in fx.A6_BUGS.items()}
         untouched = (tmp_path / "grades" / "feedback" / "untouched_student.ipynb.student.txt").read_text()
         solution = (tmp_path / "grades" / "feedback" / "solution.ipynb.student.txt").read_text()
         for bug, words in names.items():
