@@ -1,5 +1,5 @@
 # The course's commands. On a fresh clone:  make run   (or)   make test
-# Both create the virtual environment .venv on first use.
+# Both create the virtual environment .venv on first use. While editing kdutils: make unit (minutes).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -13,7 +13,15 @@ WHEELHOUSE := $(VENV)/wheelhouse
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: run test check lab venv clean info assignments grade site site-check
+.PHONY: run unit test check lab venv clean info assignments grade site site-check
+
+# pytest as the tests run it: the smoke profile, results and caches under build/ (never ~/.cache)
+PYTEST := env KD_PROFILE=smoke KD_RESULTS_DIR=$(CURDIR)/build/test-results KD_CACHE_DIR=$(CURDIR)/build/test-cache \
+  KD_WHEELHOUSE=$(abspath $(WHEELHOUSE)) MPLBACKEND=Agg $(PY) -m pytest -q
+# make check's stages are timed into this table (.ci/stages.py: the standard library only, so it can
+# time the stage that creates the environment)
+TIMINGS := build/check/timings.json
+STAGE   := $(PYTHON) .ci/stages.py run $(TIMINGS)
 
 venv: $(STAMP)
 
@@ -34,23 +42,39 @@ $(STAMP): pyproject.toml
 	  echo "note: make site-check needs Chromium: sudo apt-get install chromium"
 	@touch $(STAMP)
 
-## make run: execute every notebook in order on the embedded data; executed copies and HTML in build/
+## make run: execute every notebook (one per core at once, one thread each) on the embedded data;
+## executed copies and HTML in build/
 run: $(STAMP)
 	$(PY) -m kdutils run
 
-## make test: unit tests, and every notebook executed by nbval at the small "smoke" scale
-test: $(STAMP)
-	KD_PROFILE=smoke KD_RESULTS_DIR=$(CURDIR)/build/test-results KD_CACHE_DIR=$(CURDIR)/build/test-cache \
-	  KD_WHEELHOUSE=$(abspath $(WHEELHOUSE)) MPLBACKEND=Agg \
-	  $(PY) -m pytest -q tests --nbval-lax notebooks/[0-9][0-9]_*.ipynb
+## make unit: the loop while editing kdutils or the tooling: every test that starts no kernel, sandbox,
+## browser or other process (pytest -m "not slow"), in a minute or two
+unit: $(STAMP)
+	$(PYTEST) -m "not slow" tests --durations=5
 
-## make check: what CI runs: make test, then every notebook at the full profile, every claim's assert
-## included (KD_SEED=0, the CPU; executed copies in build/check/), then the website built from that
-## run and checked in headless Chromium
-check: test
-	KD_PROFILE=full KD_SEED=0 KD_DEVICE=cpu KD_RESULTS_DIR=$(CURDIR)/build/check/results \
-	  $(PY) -m kdutils run --out $(CURDIR)/build/check --no-html
-	$(MAKE) site site-check SITE_RUN=build/check
+## make test: every test: the unit tests, then the slow suites (every notebook executed once at the smoke
+## scale, opened alone on a simulated Colab; the assignments assigned, answered and graded in sandboxes; the
+## site in a browser; several processes); prints the 15 slowest
+test: $(STAMP)
+	$(PYTEST) tests --durations=15
+
+## make check: what CI runs, stage by stage, each timed (the table is printed at the end and kept in
+## build/check/timings.json): the environment, every test of make test (unit, then the slow suites), every
+## notebook at the full profile with every claim's assert (KD_SEED=0, the CPU, one per core; executed copies
+## in build/check/), then the website built from that run and checked in headless Chromium
+check:
+	@$(PYTHON) .ci/stages.py reset $(TIMINGS)
+	@$(STAGE) install -- $(MAKE) --no-print-directory venv
+	@$(STAGE) "unit tests" -- $(PYTEST) -m "not slow" tests --durations=5
+	@$(STAGE) "notebooks at smoke, opened alone on Colab" -- $(PYTEST) tests/test_colab_simulation.py --durations=5
+	@$(STAGE) "grading in sandboxes" -- $(PYTEST) -m slow tests/test_grading.py --durations=5
+	@$(STAGE) "other slow tests" -- $(PYTEST) -m slow tests --ignore=tests/test_colab_simulation.py \
+	  --ignore=tests/test_grading.py --durations=5
+	@$(STAGE) "notebooks at full profile" -- env KD_PROFILE=full KD_SEED=0 KD_DEVICE=cpu \
+	  KD_RESULTS_DIR=$(CURDIR)/build/check/results $(PY) -m kdutils run --out $(CURDIR)/build/check --no-html
+	@$(STAGE) site -- $(MAKE) --no-print-directory site SITE_RUN=build/check
+	@$(STAGE) "browser check" -- $(MAKE) --no-print-directory site-check
+	@$(PYTHON) .ci/stages.py report $(TIMINGS)
 
 ## make site: the course as a static website in build/site/, from the notebooks make run executed
 ## (make run first only if they are missing; SITE_RUN=build/check takes make check's run instead)

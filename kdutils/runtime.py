@@ -10,6 +10,8 @@ variables through it, never from ``os.environ`` directly:
 ``KD_DEVICE``      ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; default: CUDA, then MPS, then the CPU
 ``KD_CACHE_DIR``   generated datasets, default ``~/.cache/kdutils``
 ``KD_RESULTS_DIR`` the notebooks' figures as JSON, default ``build/results`` (see ``repo_root``)
+``KD_THREADS``     an integer >= 1: the CPU threads PyTorch uses, applied when kdutils is imported
+                   (``make run`` gives each notebook's kernel 1); default: PyTorch's own choice
 =================  ===========================================================================
 
 Values are read with surrounding spaces removed and case ignored where case means nothing; an
@@ -67,6 +69,28 @@ def seed() -> int:
     if not 0 <= value < SEED_LIMIT:
         raise ConfigError(f"KD_SEED must be a whole number in [0, 2**63), got {raw!r}")
     return value
+
+
+def threads() -> int | None:
+    """The CPU threads PyTorch should use (from ``KD_THREADS``), or None to leave PyTorch's default."""
+    raw = _env("KD_THREADS")
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"KD_THREADS must be a whole number >= 1 (or unset for PyTorch's default), got {raw!r}")
+    return value
+
+
+def apply_threads() -> int:
+    """Set PyTorch's CPU thread count from ``KD_THREADS`` (if set); return the count in use."""
+    wanted = threads()
+    if wanted is not None and torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    return torch.get_num_threads()
 
 
 def seed_everything(value: int | None = None) -> int:
@@ -180,6 +204,7 @@ def cache_dir() -> Path:
 def check_environment() -> dict:
     """Read every ``KD_*`` variable now (raising ``ConfigError`` for a bad one); returns ``describe()``."""
     info = describe()
+    threads()
     results_dir()
     cache_dir()
     return info
@@ -200,3 +225,9 @@ def describe() -> dict:
     if dev.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(dev)
     return info
+
+
+try:              # KD_THREADS is honoured by every notebook and command that imports kdutils
+    apply_threads()
+except ConfigError as exc:   # importing never fails on it; check_environment() and the commands stop on it
+    warnings.warn(str(exc), RuntimeWarning, stacklevel=2)

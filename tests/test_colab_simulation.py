@@ -1,5 +1,8 @@
 """Every notebook and every student assignment, opened alone on a simulated Colab runtime.
 
+This is the one execution of each course notebook at the smoke scale in ``make test`` (the stored
+outputs of the cells marked ``NBVAL_CHECK_OUTPUT`` are compared here, as nbval would).
+
 See ``kdutils/course/colabsim.py`` for what is simulated: an empty working directory, Colab's
 preinstalled packages without kdutils / mnist1d / otter-grader, Colab's kernel class, and the
 notebook's own set-up cell installing kdutils (from a wheel of this checkout) and what it needs
@@ -106,6 +109,9 @@ def test_course_notebook_runs_opened_alone_on_colab(simulations, path):
     assert not set(colabsim.NEVER_REINSTALLED) & r.installed, f"Colab's own packages were replaced: {r.installed}"
     # results land beside the notebook (./build/results, i.e. /content/build/results on Colab)
     assert f"build/results/{path.stem}.json" in r.results_files, r.results_files
+    # nbval's check, on this execution (make test runs each notebook once at the smoke scale): a cell marked
+    # NBVAL_CHECK_OUTPUT prints what is stored
+    assert not colabsim.stored_output_mismatches(nbformat.read(path, as_version=4), r.executed)
 
 
 @pytest.mark.parametrize("name", ASSIGNMENTS)

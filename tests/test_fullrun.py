@@ -215,6 +215,7 @@ def _worker(tmp_path, name, nproc, **env):
     return done, ckpt, out
 
 
+@pytest.mark.slow
 def test_two_processes_train_resume_after_a_kill_and_match_one_process(tmp_path):
     """torchrun with 2 gloo processes: only rank 0 writes checkpoints; a run killed after the teacher's
     first epoch resumes on 2 processes; the students' accuracy is within the seed noise of 1 process."""

@@ -17,6 +17,7 @@ import pytest
 
 from kdutils.course import grading, sandbox
 import grading_fixtures as fx
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = grading.list_assignments()
@@ -310,8 +311,8 @@ def test_other_assignments(assigned, tmp_path, monkeypatch, name):
 
 
 def _grade_cli(tmp_path, submissions, *extra):
-    return subprocess.run([sys.executable, "-m", "kdutils", "grade", "--assignment", fx.A1, "--submissions",
-                           str(submissions), "--dist", str(tmp_path / "nodist"), *extra], capture_output=True, text=True)
+    return run_cli("kdutils", "grade", "--assignment", fx.A1, "--submissions", str(submissions),
+                   "--dist", str(tmp_path / "nodist"), *extra)
 
 
 def test_grade_cli_refuses_bad_input_and_writes_nothing(tmp_path):

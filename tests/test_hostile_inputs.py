@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 import torch
 
 from kdutils import data, files, fullrun, losses, report, runtime
@@ -117,17 +118,25 @@ def test_files_people_keep_are_readable_as_usual(monkeypatch, tmp_path):
 
 # ----------------------------------------------------------------------------- command lines
 
-def _cli(*args, env=None, timeout=120):
-    full_env = {**os.environ, **(env or {})}
-    out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=full_env, timeout=timeout)
-    assert "Traceback" not in out.stderr, f"a traceback instead of an error line:\n{out.stderr[-2000:]}"
-    return out
+def _cli(*args, env=None):
+    return run_cli(*args, env=env)
+
+
+@pytest.mark.slow
+def test_the_entry_point_prints_an_error_line():
+    for args, env, words in [(["kdutils", "info"], {"KD_SEED": "-1"}, "error: KD_SEED"),
+                             (["kdutils.fullrun", "--dataset", "digits32", "--epochs", "0"], {}, "--epochs: must be >= 1")]:
+        out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+        assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("args, env, words", [
     (["kdutils", "info"], {"KD_DEVICE": "cuda:99"}, "error: KD_DEVICE='cuda:99'"),
     (["kdutils", "info"], {"KD_SEED": "99999999999999999999"}, "error: KD_SEED"),
     (["kdutils", "info"], {"KD_PROFILE": "fast"}, "error: KD_PROFILE"),
+    (["kdutils", "info"], {"KD_THREADS": "0"}, "error: KD_THREADS must be a whole number >= 1"),
+    (["kdutils", "run", "--jobs", "0"], {}, "must be > 0"),
+    (["kdutils", "run", "--threads", "x"], {}, "must be a number > 0"),
     (["kdutils", "run", "missing.ipynb"], {}, "error: missing.ipynb is not a notebook file"),
     (["kdutils", "run", "--root", "/nonexistent-kd"], {}, "error: --root '/nonexistent-kd' is not a folder"),
     (["kdutils", "run", "--out", UNWRITABLE], {}, "error: --out"),

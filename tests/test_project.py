@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import run_cli
 
 from kdutils.course import colab
 
@@ -122,10 +123,8 @@ def test_setup_cell_on_colab_installs_kdutils_fresh_and_pins_colabs_torch(monkey
 def test_colab_rewrite_on_a_copy(tmp_path):
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
     before = {p: p.read_text() for p in (tmp_path / "notebooks").rglob("*.ipynb")}
-    out = subprocess.run([sys.executable, "-m", "kdutils", "colab", "--repo", "prof-x/kd-fall",
-                          "--branch", "term-2", "--root", str(tmp_path / "notebooks")],
-                         capture_output=True, text=True, check=True)
-    assert "rewritten" in out.stdout
+    out = run_cli("kdutils", "colab", "--repo", "prof-x/kd-fall", "--branch", "term-2", "--root", str(tmp_path / "notebooks"))
+    assert out.returncode == 0 and "rewritten" in out.stdout
     for p in before:
         nb = nbformat.read(p, as_version=4)
         badge = colab.BADGE_RE.search(nb.cells[0].source)
@@ -139,8 +138,7 @@ def test_colab_rewrite_on_a_copy(tmp_path):
     wheel.write_bytes(b"")
     nb_path = tmp_path / "notebooks" / "01_kl_divergence.ipynb"
     for source, expected in [("https://example.org/kdutils-0.1.0-py3-none-any.whl", None), (str(wheel), wheel.as_uri())]:
-        subprocess.run([sys.executable, "-m", "kdutils", "colab", "--source", source, "--root", str(tmp_path / "notebooks")],
-                       capture_output=True, text=True, check=True)
+        assert run_cli("kdutils", "colab", "--source", source, "--root", str(tmp_path / "notebooks")).returncode == 0
         nb = nbformat.read(nb_path, as_version=4)
         assert colab.source_of(nb.cells[1].source) == (expected or source)
         assert colab.BADGE_RE.search(nb.cells[0].source)["repo"] == "prof-x/kd-fall", "--source alone leaves the badges"
@@ -149,11 +147,11 @@ def test_colab_rewrite_on_a_copy(tmp_path):
     for args, words in [(["--repo", "no-slash"], "OWNER/NAME"), (["--source", str(tmp_path / "missing.whl")], "existing path"),
                         (["--source", "ftp://x/y.whl"], "scheme"), (["--source", 'x" ; rm -rf /'], "without spaces or quotes"),
                         ([], "--repo")]:
-        bad = subprocess.run([sys.executable, "-m", "kdutils", "colab", *args, "--root", str(tmp_path / "notebooks")],
-                             capture_output=True, text=True)
+        bad = run_cli("kdutils", "colab", *args, "--root", str(tmp_path / "notebooks"))
         assert bad.returncode == 2 and words in bad.stderr, (args, bad.stderr)
 
 
+@pytest.mark.slow
 def test_cli_run_reports_failing_notebook_and_cell(tmp_path):
     good = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
     bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("y = 2"),
@@ -177,18 +175,59 @@ def test_cli_run_reports_failing_notebook_and_cell(tmp_path):
         assert noise not in out.stdout + out.stderr, f"make run prints the kernel's {noise!r} warning"
 
 
-def test_ci_runs_make_check_which_runs_the_tests_then_every_notebook_at_full_scale():
+@pytest.mark.slow
+def test_notebooks_run_side_by_side_compute_what_they_compute_alone(tmp_path, monkeypatch):
+    """make run executes notebooks in parallel (one kernel per core, one thread each): two course notebooks
+    run two at a time give the same numbers, to the last bit, as the same two run one after the other."""
+    from kdutils.course.nbrun import run_notebooks
+
+    pair = [ROOT / "notebooks" / "01_kl_divergence.ipynb", ROOT / "notebooks" / "02_kl_vs_cross_entropy.ipynb"]
+    monkeypatch.setenv("KD_PROFILE", "smoke")
+    monkeypatch.delenv("KD_THREADS", raising=False)
+    got = {}
+    for jobs in (1, 2):
+        monkeypatch.setenv("KD_RESULTS_DIR", str(tmp_path / f"results-{jobs}"))
+        table = run_notebooks(pair, tmp_path / f"run-{jobs}", html=False, jobs=jobs, threads=1)
+        assert list(table.notebook) == [p.name for p in pair] and (table.status == "ok").all(), table
+        got[jobs] = {p.stem: json.loads((tmp_path / f"results-{jobs}" / f"{p.stem}.json").read_text())["metrics"]
+                     for p in pair}
+        for p in pair:
+            executed = nbformat.read(tmp_path / f"run-{jobs}" / "notebooks" / p.name, as_version=4)
+            assert executed.metadata["kdutils"]["threads"] == 1
+        shown = [o.get("text", "") for c in nbformat.read(tmp_path / f"run-{jobs}" / "notebooks" / pair[0].name,
+                                                          as_version=4).cells if c.cell_type == "code" for o in c.outputs]
+        assert any("'threads': 1" in t for t in shown), "notebook 01's kernel (it prints runtime.describe()) ran on more threads"
+    assert got[1] and got[1] == got[2], "a notebook computes other numbers when it runs beside another"
+
+
+def test_ci_runs_make_check_which_runs_every_test_then_every_notebook_at_full_scale():
     ci = [line.split("#")[0].strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert "make check" in ci
-    makefile = (ROOT / "Makefile").read_text()
-    target = re.search(r"^check: (.*)\n((?:\t.*\n?)+)", makefile, re.M)
-    assert target and "test" in target[1].split(), "make check runs make test first"
-    recipe = target[2]
-    assert "KD_PROFILE=full" in recipe and "-m kdutils run" in recipe, "then every notebook at the full profile"
-    assert re.search(r"\$\(MAKE\) site site-check SITE_RUN=build/check", recipe), \
-        "then the website from that run, checked in the browser"
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    recipe = lambda name: re.search(rf"^{name}:.*\n((?:\t.*\n?)+)", makefile, re.M)[1]
+    assert '-m "not slow" tests' in recipe("unit") and "-m slow" not in recipe("unit")
+    assert re.search(r"\$\(PYTEST\) tests --durations=15", recipe("test")), "make test runs every test"
+    check = recipe("check")
+    stages = re.findall(r'\$\(STAGE\) ("[^"]+"|\S+) -- (.*)', check)
+    names = [n.strip('"') for n, _ in stages]
+    assert names[0] == "install" and "unit tests" in names and names[-2:] == ["site", "browser check"], names
+    # the pytest stages together select every test: the unit tests, then every slow one exactly once
+    pytest_runs = [cmd for _, cmd in stages if "$(PYTEST)" in cmd]
+    assert any('-m "not slow" tests' in c for c in pytest_runs)
+    slow = [c for c in pytest_runs if "not slow" not in c]
+    files = [re.findall(r"tests/test_\w+\.py", c) for c in slow]
+    singles = [f[0] for f, c in zip(files, slow) if "--ignore" not in c]
+    rest = [c for c in slow if "--ignore" in c]
+    assert len(rest) == 1 and sorted(re.findall(r"--ignore=(tests/\S+)", rest[0])) == sorted(singles), \
+        "the last slow stage runs every slow test the others did not"
+    assert all("-m slow" in c or "test_colab_simulation" in c for c in slow)
+    full = [cmd for name, cmd in stages if "full profile" in name]
+    assert full and "KD_PROFILE=full" in full[0] and "-m kdutils run" in full[0], "then every notebook at the full profile"
+    assert "SITE_RUN=build/check" in dict(zip(names, (c for _, c in stages)))["site"], "the website from that run"
+    assert ".ci/stages.py report" in check.splitlines()[-1], "and the stage table at the end"
     readme = (ROOT / "README.md").read_text()
-    assert "make run" in readme and "make test" in readme and "make check" in readme
+    for command in ("make run", "make test", "make check", "make unit"):
+        assert command in readme
     for nb in NOTEBOOKS:
         assert nb.name in readme, f"README's notebook map misses {nb.name}"
 
@@ -201,3 +240,56 @@ def test_notebook_ends_with_takeaways_and_references_and_has_an_exercise_with_it
     if path.name[:2] in ("02", "03", "04", "05", "06", "07"):
         assert "**Try it.**" in md and re.search(r"<details><summary>Answer</summary>.+?</details>", md, re.S), \
             f"{path.name}: a 'try it' exercise with its answer folded away"
+
+
+def _stages():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("stages", ROOT / ".ci" / "stages.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stage_table_sums_the_stages_and_names_a_failure(tmp_path, capsys):
+    stages = _stages()
+    path = tmp_path / "check" / "timings.json"
+    assert stages.main(["reset", str(path)]) == 0 and json.loads(path.read_text())["stages"] == []
+    data = {"stages": [{"stage": "install", "seconds": 90.0, "status": 0}, {"stage": "unit tests", "seconds": 150.4, "status": 0},
+                       {"stage": "site", "seconds": 30.0, "status": 2}]}
+    stages.save(path, data)
+    assert stages.main(["report", str(path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].split() == ["total", "270", "4.5"], lines
+    assert lines[-3].split()[:3] == ["unit", "tests", "150"] and "FAILED (exit 2)" in lines[-2]
+    assert stages.main(["bogus", str(path)]) == 2 and stages.main(["run", str(path), "x"]) == 2
+
+
+@pytest.mark.slow
+def test_stage_run_times_the_command_keeps_its_exit_status_and_replaces_a_rerun(tmp_path, capsys):
+    stages = _stages()
+    path = tmp_path / "timings.json"
+    assert stages.main(["run", str(path), "sleepy", "--", sys.executable, "-c", "import time; time.sleep(0.3)"]) == 0
+    assert stages.main(["run", str(path), "red", "--", sys.executable, "-c", "raise SystemExit(3)"]) == 3
+    assert "stage 'red' failed (exit 3)" in capsys.readouterr().err
+    assert stages.main(["run", str(path), "sleepy", "--", sys.executable, "-c", "pass"]) == 0
+    recorded = json.loads(path.read_text())["stages"]
+    assert [(s["stage"], s["status"]) for s in recorded] == [("red", 3), ("sleepy", 0)], "a rerun stage replaces its row"
+
+
+def test_stored_outputs_of_marked_cells_are_compared_as_nbval_would():
+    from kdutils.course import colabsim
+
+    def nb(*cells):
+        out = nbformat.v4.new_notebook()
+        for source, text in cells:
+            c = nbformat.v4.new_code_cell(source)
+            c.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)] if text is not None else []
+            out.cells.append(c)
+        return out
+
+    stored = nb(("# NBVAL_CHECK_OUTPUT\nprint(2 + 2)", "4\n"), ("print(time.time())", "1700000000.1\n"))
+    assert colabsim.stored_output_mismatches(stored, nb(("x", "4   \n"), ("y", "1800000000.2\n"))) == [], \
+        "an unmarked cell may print anything; trailing spaces are not a difference"
+    wrong = colabsim.stored_output_mismatches(stored, nb(("x", "5\n"), ("y", None)))
+    assert len(wrong) == 1 and "code cell 0" in wrong[0] and "'4'" in wrong[0] and "'5'" in wrong[0]
+    assert "code cells" in colabsim.stored_output_mismatches(stored, nb(("x", "4\n")))[0]

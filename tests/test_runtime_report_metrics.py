@@ -25,6 +25,21 @@ def test_profile_and_seed_from_environment(monkeypatch):
     assert runtime.seed() == 5
 
 
+def test_threads_from_environment(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("KD_THREADS", raising=False)
+        assert runtime.threads() is None and runtime.apply_threads() == before, "unset: PyTorch's own choice"
+        monkeypatch.setenv("KD_THREADS", " 1 ")
+        assert runtime.threads() == 1 and runtime.apply_threads() == 1 == torch.get_num_threads()
+        for bad in ("0", "-2", "two", "1.5"):
+            monkeypatch.setenv("KD_THREADS", bad)
+            with pytest.raises(runtime.ConfigError, match=f"KD_THREADS must be a whole number >= 1.*{bad!r}"):
+                runtime.check_environment()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_scale_full_on_cpu_and_gpu(monkeypatch):
     monkeypatch.setenv("KD_PROFILE", "full")
     monkeypatch.setenv("KD_DEVICE", "cpu")

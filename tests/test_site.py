@@ -125,6 +125,7 @@ def test_secret_lines_are_solutions_and_hidden_tests_never_prompts():
         assert shown not in secrets, shown
 
 
+@pytest.mark.slow
 def test_student_versions_hold_no_secret(tmp_path):
     secrets = sitecheck.secret_lines()
     for name, student in site.student_versions(["a1_kd_losses", "a5_feature_distillation"], tmp_path).items():
@@ -137,6 +138,7 @@ FAKE_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</
 <body><main id="top">{body}</main></body></html>"""
 
 
+@pytest.mark.slow
 def test_browser_check_catches_each_defect(tmp_path):
     _browser_or_skip()
     (tmp_path / "index.html").write_text(FAKE_PAGE.format(title="clean", body=(
@@ -173,6 +175,7 @@ def _png() -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+@pytest.mark.slow
 def test_site_builds_from_a_run_and_passes_the_browser_check(tmp_path):
     """The course's own notebooks staged as a run (one with a figure and math in an output), every assignment."""
     _browser_or_skip()

@@ -1,6 +1,6 @@
 """The course tooling's command line: ``python -m kdutils <command>``.
 
-    run      execute the notebooks in order, write build/, print a table   (make run)
+    run      execute the notebooks (one per core at once), write build/, print a table   (make run)
     colab    point every notebook's Colab badge and set-up cell at a repository (or a wheel URL/path)
     info     print the profile, seed and device this machine would use
     assign   build student and autograder versions of the assignments into dist/  (make assignments)
@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from .. import runtime
 from ..files import writable_folder
+from .nbrun import cores
 
 
 def _positive(kind):
@@ -46,9 +48,15 @@ def _cmd_run(args) -> int:
         if not paths:
             raise ValueError(f"no notebooks (NN_*.ipynb) under --root {args.root!r}")
     out = writable_folder(args.out, "--out")     # checked before the first notebook runs
-    table = run_notebooks(paths, out, timeout=args.timeout, html=not args.no_html)
+    threads = args.threads or runtime.threads() or 1
+    args.jobs = args.jobs or cores()
+    start = time.perf_counter()
+    table = run_notebooks(paths, out, timeout=args.timeout, html=not args.no_html, jobs=args.jobs, threads=threads)
+    wall = time.perf_counter() - start
     print()
     print(table.to_string(index=False))
+    print(f"{len(table)} notebooks in {wall:.0f} s of wall time ({table.seconds.sum():.0f} s of kernel time; "
+          f"{args.jobs} at a time, {threads} thread(s) each)")
     failed = table[table.status != "ok"]
     if len(failed):
         for _, row in failed.iterrows():
@@ -145,6 +153,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(runtime.repo_root() / "build"))
     p.add_argument("--timeout", type=_positive(int), default=1800, help="seconds per cell")
     p.add_argument("--no-html", action="store_true")
+    p.add_argument("--jobs", type=_positive(int), default=None,
+                   help="notebooks executed at once (default: the number of cores, %d here)" % cores())
+    p.add_argument("--threads", type=_positive(int), default=None,
+                   help="CPU threads per notebook's kernel (default: KD_THREADS, else 1)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("colab", help="point Colab badges and set-up cells at OWNER/NAME (or another install source)")

@@ -173,6 +173,41 @@ class SimResult:
         return out
 
 
+CHECK_OUTPUT = "NBVAL_CHECK_OUTPUT"   # nbval's marker: this cell's stored output is the point of the cell
+
+
+def _text(outputs) -> str:
+    parts = []
+    for o in outputs:
+        if o.get("output_type") == "stream":
+            parts.append(o.get("text", ""))
+        elif o.get("output_type") in ("execute_result", "display_data"):
+            parts.append(o.get("data", {}).get("text/plain", ""))
+        elif o.get("output_type") == "error":
+            parts.append(f"{o.get('ename')}: {o.get('evalue')}")
+    text = _strip_ansi("".join(str(p) if isinstance(p, str) else "".join(p) for p in parts))
+    return "\n".join(line.rstrip() for line in text.strip().splitlines())
+
+
+def stored_output_mismatches(stored: nbformat.NotebookNode, executed: nbformat.NotebookNode) -> list[str]:
+    """The cells marked ``# NBVAL_CHECK_OUTPUT`` whose text output now differs from the one stored.
+
+    This is nbval's check in its lax mode (only marked cells compared, text outputs, trailing spaces
+    ignored), made on the simulation's own execution: each notebook runs once at the smoke scale in
+    ``make test``, and what nbval proved is still proved.
+    """
+    stored_code = [c for c in stored.cells if c.cell_type == "code"]
+    executed_code = [c for c in executed.cells if c.cell_type == "code"]
+    if len(stored_code) != len(executed_code):
+        return [f"the executed notebook has {len(executed_code)} code cells, the stored one {len(stored_code)}"]
+    problems = []
+    for i, (s, e) in enumerate(zip(stored_code, executed_code)):
+        if CHECK_OUTPUT in s.source and _text(s.get("outputs", [])) != _text(e.get("outputs", [])):
+            problems.append(f"code cell {i} ({s.source.splitlines()[0][:60]!r}): stored output "
+                            f"{_text(s.get('outputs', []))[:200]!r}, now {_text(e.get('outputs', []))[:200]!r}")
+    return problems
+
+
 def simulate(notebook: Path | nbformat.NotebookNode, *, root: Path, wheel: Path, wheelhouse: Path,
              name: str | None = None, env: dict | None = None, timeout: int = 300,
              allow_errors: bool = False) -> SimResult:
