@@ -4,6 +4,7 @@ Fair to correct work written differently, strict on the classic bugs (and the fe
 safe from careless and hostile submissions (sandboxed: they leave no trace), the layouts LMS bulk
 downloads arrive in, and a grade table that survives a killed run and reruns.
 """
+import json
 import os
 import shutil
 import signal
@@ -82,6 +83,9 @@ A1_EXPECTED = {
     "hostile_patches_isclose.ipynb": (ZERO, "tampering: replaced torch.isclose"),
     "hostile_kills_grader.ipynb": (ZERO, "tampering: signals the grading process"),
     "hostile_writes_everywhere.ipynb": (scores(), "graded"),       # its writes land in its sandbox only
+    # no privileges: the remount of the read-only package is refused; a root-only file in a visible folder stays closed
+    "hostile_remounts_the_package.ipynb": (scores(), "graded"),
+    "hostile_reads_root_only_file.ipynb": (scores(), "graded"),
 }
 # what the student's feedback must say for each classic mistake
 NAMED = {
@@ -151,6 +155,24 @@ except Exception as e:
     print("no network", e)
 """])
     fx.edit(sol, subs / "hostile_kills_grader.ipynb", append=["import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"])
+    fx.edit(sol, subs / "hostile_remounts_the_package.ipynb", append=[f"""
+import pathlib, subprocess, kdutils
+pkg = pathlib.Path(kdutils.__file__).parent
+print(subprocess.run(["mount", "-o", "remount,rw,bind", str(pkg)], capture_output=True, text=True))
+try:
+    with open(pkg / "course" / "__init__.py", "a") as f:
+        f.write("\\nopen('/tmp/{mark}-owned', 'w').write('ran as the grader')\\n")
+except OSError as e:
+    print("blocked", e)
+"""])
+    fx.edit(sol, subs / "hostile_reads_root_only_file.ipynb", append=["""
+import os, pathlib
+for p in pathlib.Path(os.environ["KD_CACHE_DIR"]).rglob("*"):
+    try:
+        print(p, p.read_text()[:80])
+    except (OSError, UnicodeDecodeError) as e:
+        print("closed", p, e)
+"""])
 
 
 def _tree_digest(folder: Path) -> dict:
@@ -168,6 +190,10 @@ def test_a1_class_graded_fairly_strictly_and_safely(assigned, tmp_path, monkeypa
     subs.mkdir()
     mark = f"kdfx{os.getpid()}"
     _build_a1(dist, subs, mark)
+    token = dist / fx.A1 / "autograder" / "cache" / "instructor-token"     # only root may read it
+    token.parent.mkdir(exist_ok=True)
+    token.write_text(f"TOKEN-{mark}")
+    token.chmod(0o600)
     before_subs, before_dist = _tree_digest(subs), _tree_digest(dist / fx.A1 / "autograder")
     kdutils_files = _tree_digest(ROOT / "kdutils")
 
@@ -201,8 +227,11 @@ def test_a1_class_graded_fairly_strictly_and_safely(assigned, tmp_path, monkeypa
     # nothing outside the sandboxes changed: submissions, autograder, the package, /tmp, $HOME; no process left
     assert _tree_digest(subs) == before_subs and _tree_digest(dist / fx.A1 / "autograder") == before_dist
     assert _tree_digest(ROOT / "kdutils") == kdutils_files
-    for p in (Path("/tmp") / mark, Path.home() / mark, ROOT / mark):
+    for p in (Path("/tmp") / mark, Path.home() / mark, ROOT / mark, Path(f"/tmp/{mark}-owned")):
         assert not p.exists(), f"a submission wrote {p}"
+    if os.geteuid() == 0:   # graded as nobody: the root-only file was not readable, so no feedback can hold it
+        assert not any(f"TOKEN-{mark}" in f.read_text() for f in fb.glob("*.txt")), "a submission read a root-only file"
+        assert "closed" in (fb / "hostile_reads_root_only_file.ipynb.instructor.txt").read_text()
     assert not list(Path("/tmp").glob("q[0-9].py")), "a submission copied tests into /tmp"
     assert _sleepers("987") == [], "a submission left a process running"
     assert (out / "grades.png").stat().st_size > 1000
@@ -330,6 +359,47 @@ def test_grade_cli_refuses_bad_input_and_writes_nothing(tmp_path):
     out = _grade_cli(tmp_path, tmp_path / "missing")
     assert out.returncode == 1 and "does not exist" in out.stderr
     assert grades.exists() == existed, "a refused grading run must not create the grades folder"
+
+
+PROBE = """
+import json, os, pathlib, subprocess, sys
+shipped = pathlib.Path(sys.argv[1])
+out = {"uid": os.getuid(), "caps": [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]}
+try:
+    out["secret"] = (shipped / "key").read_text()
+except OSError as e:
+    out["secret"] = "refused: " + e.strerror
+out["remount"] = subprocess.run(["mount", "-o", "remount,rw,bind", str(shipped)], capture_output=True).returncode
+try:
+    (shipped / "planted.py").write_text("import os  # runs on the host at the next import")
+    out["wrote"] = True
+except OSError:
+    out["wrote"] = False
+pathlib.Path("result.txt").write_text("scratch is writable")
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_sandbox_has_no_privileges_a_remount_fails_and_root_only_files_stay_closed(tmp_path):
+    """A submission runs with no capability (so no read-only mount can be remounted read-write), and a root
+    grader runs it as nobody (so a file only root may read, in a folder it can see, stays unreadable)."""
+    sandbox.bwrap()
+    shipped, scratch = tmp_path / "shipped", tmp_path / "scratch"
+    shipped.mkdir(mode=0o755)
+    scratch.mkdir()
+    (shipped / "key").write_text("the instructor's token")
+    (shipped / "key").chmod(0o600)
+    sandbox.hand_over(scratch)
+    cmd = sandbox.command([sys.executable, "-c", PROBE, str(shipped)], scratch=scratch, readonly=[shipped])
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["caps"] == "0000000000000000", f"capabilities left in the sandbox: {seen['caps']}"
+    assert seen["remount"] != 0 and not seen["wrote"], "a read-only folder was made writable"
+    assert not (shipped / "planted.py").exists() and (scratch / "result.txt").exists()
+    if os.geteuid() == 0:
+        assert seen["uid"] == sandbox.NOBODY and seen["secret"].startswith("refused"), seen
 
 
 def test_sandbox_missing_is_an_error_naming_the_fix(monkeypatch):

@@ -216,6 +216,8 @@ def grade_one(sub: submissions.Submission, tests: dict[str, str], qs: dict[str, 
             shared = [Path(cache).resolve()] if cache is not None else []
             cmd = sandbox.command(argv, scratch=scratch, env=env, readonly=[] if fill_cache else shared,
                                   writable=shared if fill_cache else [])
+            if not fill_cache:
+                sandbox.hand_over(scratch)      # a root grader runs the submission as nobody: its folder is nobody's
             cwd = None
         else:
             cmd, cwd = argv, scratch
