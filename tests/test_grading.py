@@ -423,4 +423,42 @@ def test_submission_layouts(tmp_path):
     found = {s.name: s for s in grading.submissions.find(tmp_path, fx.A1)}
     assert sorted(found) == [f"x/{fx.A1} (2).ipynb", "y/one.IPYNB", "z/"]
     assert found["z/"].problem and "holds no notebook" in found["z/"].problem
-    assert grading.submissions.feedback_stem("x/a b.ipynb") == "x__a_b.ipynb"
+    stem = grading.submissions.feedback_stem
+    assert stem("bob.ipynb") == "bob.ipynb" and stem("carol_1234/a1.ipynb") == "carol_1234__a1.ipynb"
+    assert stem("x/a b.ipynb").startswith("x__a_b.ipynb-")
+    names = ["josé.ipynb", "josè.ipynb", "jos_.ipynb", "a/b.ipynb", "a__b.ipynb", "a b.ipynb", "a_b.ipynb"]
+    assert len({stem(n) for n in names}) == len(names), "two submissions share a feedback file"
+
+
+TOKEN = "f" * 32
+QS = {"q1": 3.0, "q2": 2.0}
+
+
+def _rec(**r) -> bytes:
+    return (TOKEN + json.dumps(r) + "\n").encode()
+
+
+def test_grading_records_are_validated_and_a_bad_one_never_raises():
+    lines = [_rec(question="q1", score=2, results=[]), _rec(question="q1", score=3, results=[]),
+             _rec(question="q2", score="2"), _rec(question="q2", score=99), _rec(question="q2", score=float("nan")),
+             _rec(question="q9", score=5), _rec(cell=0, seconds=0.1), _rec(cell="x"), _rec(done=True),
+             (TOKEN + "{not json\n").encode(), (TOKEN + "[1, 2]\n").encode(), b"someone else's line\n",
+             ("0" * 32 + json.dumps({"question": "q2", "score": 2})).encode(), _rec(tamper="replaced torch.isclose")]
+    graded, cells, done, problems = grading.read_records(lines, TOKEN, QS)
+    assert {q: r["score"] for q, r in graded.items()} == {"q1": 3}, "only valid scores of known questions, the best kept"
+    assert list(cells) == [0] and done is True
+    assert problems == ["sent a grading record with an impossible score for q2", "sent a malformed grading record",
+                        "replaced torch.isclose"], problems
+
+
+def test_the_host_reads_only_regular_files_and_only_so_much(tmp_path):
+    (tmp_path / "output.log").write_text("x" * 100)
+    assert grading.read_regular(tmp_path / "output.log", 10) == "x" * 10
+    os.mkfifo(tmp_path / "fifo.log")                    # opened the usual way, a FIFO with no writer hangs the reader
+    assert grading.read_regular(tmp_path / "fifo.log", 10) == ""
+    (tmp_path / "link.log").symlink_to(tmp_path / "output.log")
+    assert grading.read_regular(tmp_path / "link.log", 10) == "", "a link the sandbox left is not followed"
+    assert grading.read_regular(tmp_path / "missing.log", 10) == ""
+    lines = []
+    grading._read_capped(iter([b"a" * 600 + b"\n"] * 10_000), lines, cap=1000)
+    assert sum(map(len, lines)) <= 1000, "a flood of output is drained, not kept"

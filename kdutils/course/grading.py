@@ -176,6 +176,76 @@ def _feedback(row: dict, qs: dict, graded: dict, cells: dict, tamper: list[str],
     return "\n".join(lines) + "\n"
 
 
+OUTPUT_CAP = 4 << 20     # bytes read from a sandbox's output, its log or any file it wrote; the rest is dropped
+
+
+def _read_capped(stream, lines: list[bytes], cap: int = OUTPUT_CAP) -> None:
+    """Collect ``stream``'s lines up to ``cap`` bytes in all, then drain the rest unread (a flood costs
+    the grader nothing, and the sandbox never blocks on a full pipe)."""
+    total = 0
+    for line in stream:
+        if total < cap:
+            lines.append(line[: cap - total])
+            total += len(line)
+
+
+def read_regular(path: Path, cap: int) -> str:
+    """The first ``cap`` bytes of ``path`` as text, only if it is a regular file: never follows a link,
+    never waits on a FIFO or a device the sandbox left in its folder ("" otherwise)."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, cap).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def read_records(lines: list[bytes], token: str, qs: dict[str, float]):
+    """The grading records among a sandbox's output lines: only lines that start with this run's token,
+    each a JSON object of a known kind with values of the right type. A score must be a number in
+    [0, points] (records of other questions are ignored); a malformed record or an impossible score is
+    reported (as tampering), never raised, so one submission's output cannot stop the batch.
+    Returns (graded, cells, done, problems)."""
+    graded, cells, done, problems = {}, {}, False, []
+
+    def number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+
+    for raw in lines:
+        line = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        if not line.startswith(token):
+            continue
+        try:
+            rec = json.loads(line[len(token):])
+        except ValueError:
+            problems.append("sent a malformed grading record")
+            continue
+        if not isinstance(rec, dict):
+            problems.append("sent a malformed grading record")
+        elif "question" in rec:
+            q, score = rec.get("question"), rec.get("score")
+            if not (isinstance(q, str) and q in qs):
+                continue                                # not a question of this assignment: ignored
+            if not (number(score) and 0 <= score <= qs[q] + 1e-9):
+                problems.append(f"sent a grading record with an impossible score for {q}")
+            elif q not in graded or score > graded[q]["score"]:
+                graded[q] = rec
+        elif "tamper" in rec:
+            problems.append(str(rec["tamper"])[:200])
+        elif "cell" in rec:
+            if isinstance(rec["cell"], int) and not isinstance(rec["cell"], bool):
+                cells[rec["cell"]] = rec
+        elif rec.get("done") is True:
+            done = True
+    return graded, cells, done, list(dict.fromkeys(problems))
+
+
 def grade_one(sub: submissions.Submission, tests: dict[str, str], qs: dict[str, float], *, timeout: float,
               cell_timeout: float = 60.0, sandboxed: bool = True, cache: Path | None = None,
               fill_cache: bool = False) -> tuple[dict, str, str]:
@@ -227,7 +297,7 @@ def grade_one(sub: submissions.Submission, tests: dict[str, str], qs: dict[str, 
                                      "cell_timeout": cell_timeout}).encode())
         proc.stdin.close()
         lines = []
-        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader = threading.Thread(target=_read_capped, args=(proc.stdout, lines), daemon=True)
         reader.start()
         timed_out = False
         try:
@@ -240,27 +310,14 @@ def grade_one(sub: submissions.Submission, tests: dict[str, str], qs: dict[str, 
             pass
         proc.wait()
         reader.join(timeout=10)
-        err = proc.stderr.read().decode(errors="replace")
-        for line in lines:
-            line = line.decode(errors="replace")
-            if not line.startswith(token):
-                continue
-            rec = json.loads(line[len(token):])
-            if "question" in rec and rec["question"] in qs:
-                if rec["question"] not in graded or rec["score"] > graded[rec["question"]]["score"]:
-                    graded[rec["question"]] = rec
-            elif "tamper" in rec:
-                tamper.append(rec["tamper"])
-            elif "cell" in rec:
-                cells[rec["cell"]] = rec
-            elif rec.get("done"):
-                done = True
+        err = proc.stderr.read(OUTPUT_CAP).decode(errors="replace")
+        graded, cells, done, bad = read_records(lines, token, qs)
+        tamper += bad
         written = [p.relative_to(scratch).as_posix() for p in scratch.rglob("*.py")
-                   if "test_case" in p.read_text(errors="replace") or p.parent.name == "tests"]
+                   if p.parent.name == "tests" or "test_case" in read_regular(p, 1 << 20)]
         if written:
             tamper.append(f"wrote test files ({', '.join(written[:3])})")
-        logfile = scratch / "output.log"
-        log = logfile.read_text(errors="replace") if logfile.exists() else ""
+        log = read_regular(scratch / "output.log", OUTPUT_CAP)
     for q, rec in graded.items():
         row[q] = float(min(rec["score"], qs[q]))
     last = max(cells, default=-1)
@@ -361,8 +418,14 @@ def grade_folder(assignment: str, submissions_dir: Path, *, dist: Path | None = 
                                sandboxed=sandboxed, cache=cache): s for s in todo}
         for fut in tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}", disable=not progress):
             s = futures[fut]
-            row, for_instructor, for_student = fut.result()
-            row["digest"] = digests[s.name]
+            try:
+                row, for_instructor, for_student = fut.result()
+                row["digest"] = digests[s.name]
+            except Exception as exc:   # one submission's failure never stops the batch; the next run retries it
+                row = {"submission": s.name, **{q: 0.0 for q in qs}, "total": 0.0, "possible": sum(qs.values()),
+                       "status": f"not graded: the grader failed on it ({type(exc).__name__}: {str(exc)[:150]}): "
+                                 "review by hand", "digest": ""}
+                for_instructor = for_student = f"{s.name}: {row['status']}\n"
             stem = submissions.feedback_stem(s.name)
             atomic_write_text(out / "feedback" / f"{stem}.instructor.txt", for_instructor)
             atomic_write_text(out / "feedback" / f"{stem}.student.txt", for_student)

@@ -118,5 +118,13 @@ def find(folder: Path, assignment: str) -> list[Submission]:
 
 
 def feedback_stem(name: str) -> str:
-    """A file name for a submission's feedback, unique per submission name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip("/").replace("/", "__")) or "submission"
+    """A file name for a submission's feedback, unique per submission name.
+
+    Plain names keep their spelling (``bob.ipynb``, ``carol_1234__a1.ipynb`` for ``carol_1234/a1.ipynb``);
+    a name whose characters had to be replaced (``josé.ipynb`` and ``josè.ipynb`` both read ``jos_.ipynb``)
+    or that holds ``__`` gets 8 hex digits of its own digest, so no two submissions share a file."""
+    flat = name.strip("/")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", flat.replace("/", "__")) or "submission"
+    if "__" in flat or safe != flat.replace("/", "__"):
+        safe = f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return safe
