@@ -35,6 +35,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -192,8 +193,6 @@ def _read_capped(stream, lines: list[bytes], cap: int = OUTPUT_CAP) -> None:
 def read_regular(path: Path, cap: int) -> str:
     """The first ``cap`` bytes of ``path`` as text, only if it is a regular file: never follows a link,
     never waits on a FIFO or a device the sandbox left in its folder ("" otherwise)."""
-    import stat
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:

@@ -13,15 +13,15 @@ What a submission's code can reach, and what it cannot:
   teachers the autograder carries);
 * **invisible**: everything else: the instructor's home, the repository (assignments with their
   solutions), the autograder and its hidden tests (the grader passes the tests on stdin), the other
-  submissions, the grade tables and feedback.
-
-* **no privileges**: every capability is dropped (``--cap-drop ALL``), so no mount can be undone
-  (``mount -o remount,rw`` is refused) and no namespace escaped. Graded as root (``make grade`` on a
-  course server), the submission does not run as root either: bubblewrap itself is started as the
-  unprivileged user ``nobody`` (``setpriv``), so a file only root may read (mode 0600) in a visible
-  folder stays unreadable, and the scratch folder is handed to that user. Trusted code that must
-  write outside its scratch folder (the solution filling the autograder's cache) keeps the
-  caller's user, still without capabilities.
+  submissions, the grade tables and feedback;
+* **no privileges**: a root grader starts bubblewrap without a user namespace (inside one, the
+  submission would be root of it, with every capability) and runs the submission through ``setpriv``
+  as the user ``nobody``, with no capability left (empty bounding set, ``no_new_privs``): no mount can
+  be undone (``mount -o remount,rw`` is refused) and a file only root may read (mode 0600) in a
+  visible folder stays closed; its scratch folder is handed to ``nobody``. Any other grader runs it
+  as itself with every capability dropped (``--cap-drop ALL``). Trusted code that must write outside
+  its scratch folder (the solution filling the autograder's cache) keeps the caller's user, still
+  without capabilities.
 
 ``otter``'s own Docker mode gives the same isolation where a Docker daemon runs; these machines have
 none, and bubblewrap needs no daemon and no image.
@@ -110,8 +110,7 @@ def command(argv: list[str], *, scratch: Path, readonly: list[Path] = (), writab
     """
     trusted = bool(writable)
     if _as_root():
-        # bubblewrap as root, no user namespace (in one, the submission would be root of it, with every
-        # capability); the submission itself runs through setpriv as nobody (trusted code: root, no capabilities)
+        # see "no privileges" above
         namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
         drop, run_as = (["--cap-drop", "ALL"], []) if trusted else ([], _drop_to_nobody())
     else:
@@ -121,7 +120,8 @@ def command(argv: list[str], *, scratch: Path, readonly: list[Path] = (), writab
     size = ["--size", str(TMP_BYTES)] if _supports("--size") else []     # older bubblewraps: /tmp not capped
     cmd = [bwrap(), *namespaces, *drop, "--die-with-parent", "--new-session", "--proc", "/proc", "--dev", "/dev",
            "--perms", "1777", *size, "--tmpfs", "/tmp", "--perms", "0777", "--dir", HOME]
-    binds = [*_python_roots(), *map(Path, readonly), *map(Path, writable)]
+    visible = [*_python_roots(), *map(Path, readonly)]
+    binds = [*visible, *map(Path, writable)]
     # the folders above each bound path, readable by anyone (bubblewrap would make them root's alone)
     above = sorted({str(q) for b in binds for q in b.parents} - {"/", "/tmp", *map(str, binds), *SYSTEM})
     for folder in above:
@@ -129,7 +129,7 @@ def command(argv: list[str], *, scratch: Path, readonly: list[Path] = (), writab
     for system in SYSTEM:
         if os.path.exists(system):
             cmd += ["--ro-bind", system, system]
-    for root in [*_python_roots(), *map(Path, readonly)]:
+    for root in visible:
         cmd += ["--ro-bind", str(root), str(root)]
     for folder in writable:
         cmd += ["--bind", str(folder), str(folder)]
