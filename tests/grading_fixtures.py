@@ -40,6 +40,28 @@ def fresh_notebook(src: Path, dst: Path):
     return dst
 
 
+def rename_functional(src: Path, dst: Path, alias: str):
+    """The same notebook written with ``import torch.nn.functional as <alias>`` instead of ``F``."""
+    import re
+
+    nb = nbformat.read(src, as_version=4)
+    for c in nb.cells:
+        if c.cell_type == "code":
+            c.source = re.sub(r"\bF\.", f"{alias}.", c.source.replace("import torch.nn.functional as F",
+                                                                     f"import torch.nn.functional as {alias}"))
+    assert any(f"as {alias}" in c.source for c in nb.cells), f"no `import torch.nn.functional as F` in {src.name}"
+    nbformat.write(nb, dst)
+    return dst
+
+
+def as_nbformat_v3(src: Path, dst: Path):
+    """The same notebook saved in the older nbformat 3 layout (cells inside worksheets)."""
+    nb = nbformat.convert(nbformat.read(src, as_version=4), 3)
+    assert "worksheets" in nb and "cells" not in nb
+    nbformat.write(nb, dst, version=3)
+    return dst
+
+
 def zip_of(dst: Path, members: dict[str, Path]):
     with zipfile.ZipFile(dst, "w") as z:
         for name, path in members.items():

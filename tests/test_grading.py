@@ -76,16 +76,28 @@ A1_EXPECTED = {
     "careless_stubborn_loop.ipynb": (scores(q6=0, q7=0), "timed out"),  # deaf to the cell limit: killed
     "careless_exits.ipynb": (scores(q3=0, q4=0, q5=0, q6=0, q7=0), "ended early"),
     "careless_deletes_its_files.ipynb": (scores(), "graded"),
-    # hostile: reported, never graded as full marks; none reaches beyond its sandbox
-    "hostile_rewrites_tests.ipynb": (ZERO, "tampering: reads or writes the tests folder"),
-    "hostile_update_score.ipynb": (ZERO, "tampering: calls otter's scoring API"),
-    "hostile_reads_hidden.ipynb": (ZERO, "tampering: looks for the autograder"),
-    "hostile_patches_isclose.ipynb": (ZERO, "tampering: replaced torch.isclose"),
-    "hostile_kills_grader.ipynb": (ZERO, "tampering: signals the grading process"),
+    # hostile: the tests run in another process, so nothing a cell does to its own process changes a grade,
+    # leaks a test or reaches beyond the sandbox; a student version with the attack keeps its 0
+    "hostile_rewrites_tests.ipynb": (ZERO, "graded"),
+    "hostile_update_score.ipynb": (ZERO, "graded"),
+    "hostile_reads_hidden.ipynb": (ZERO, "graded"),
+    "hostile_patches_isclose.ipynb": (ZERO, "graded"),
+    "hostile_kills_grader.ipynb": (scores(), ""),                   # as nobody it cannot; at worst its sandbox ends
     "hostile_writes_everywhere.ipynb": (scores(), "graded"),       # its writes land in its sandbox only
+    "hostile_forges_result_lines.ipynb": (ZERO, "broke the grading channel"),
+    "hostile_reads_tests_from_memory.ipynb": (ZERO, "graded"),
+    "hostile_agreeable_tensor.ipynb": (ZERO, "graded"),
+    "hostile_agreeable_str_and_float.ipynb": (ZERO, "graded"),
+    "hostile_fake_torch.ipynb": (ZERO, "graded"),
+    "hostile_patches_torch_while_tested.ipynb": (ZERO, "graded"),
     # no privileges: the remount of the read-only package is refused; a root-only file in a visible folder stays closed
     "hostile_remounts_the_package.ipynb": (scores(), "graded"),
     "hostile_reads_root_only_file.ipynb": (scores(), "graded"),
+    # honest work the old word scan punished, and an older notebook format
+    "fair_loop_named_test_case.ipynb": (scores(), "graded"),
+    "fair_check_all.ipynb": (scores(), "graded"),
+    "fair_functional_as_nnf.ipynb": (scores(), "graded"),
+    "fair_nbformat_v3.ipynb": (scores(), "graded"),
 }
 # what the student's feedback must say for each classic mistake
 NAMED = {
@@ -165,6 +177,63 @@ try:
 except OSError as e:
     print("blocked", e)
 """])
+    fx.edit(stu, subs / "hostile_forges_result_lines.ipynb", append=[
+        "import os, json\nline = ('0' * 32 + json.dumps({'question': 'q1', 'score': 3, 'possible': 3}) + '\\n').encode()\n"
+        "for fd in range(64):\n    try:\n        os.write(fd, line)\n    except OSError:\n        pass"])
+    fx.edit(stu, subs / "hostile_reads_tests_from_memory.ipynb", append=[
+        "import gc\nfound = [o for o in gc.get_objects() if isinstance(o, str) and ('def test_' in o or 'suspects' in o)]\n"
+        "def kl_divergence(*args, **kwargs):\n    raise ValueError('LEAK ' + ' '.join(found)[:20000])"])
+    fx.edit(stu, subs / "hostile_agreeable_tensor.ipynb", append=["""
+import torch
+class Agree(torch.Tensor):
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in ("isclose", "allclose", "isfinite", "equal", "__eq__", "__lt__", "__gt__"):
+            return True
+        return super().__torch_function__(func, types, args, kwargs or {})
+def kl_divergence(student_logits, teacher_logits, T=1.0):
+    return (student_logits.sum() * 0).as_subclass(Agree)
+soft_cross_entropy = distillation_loss = kl_divergence
+"""])
+    fx.edit(stu, subs / "hostile_agreeable_str_and_float.ipynb", append=["""
+class Yes(str):
+    __eq__ = lambda self, other: True
+    __hash__ = str.__hash__
+class Near(float):
+    __sub__ = __rsub__ = lambda self, other: Near(0.0)
+    __abs__ = lambda self: 0.0
+    __lt__ = __le__ = __gt__ = __ge__ = lambda self, other: True
+quiz_answer = Yes("C")
+forward_kl = reverse_kl = total_variation = {k: Near(9.0) for k in "ABC"}
+"""])
+    fx.edit(stu, subs / "hostile_fake_torch.ipynb", append=["""
+import types, torch as _real
+yes = lambda *a, **k: True
+torch = types.SimpleNamespace(**{k: getattr(_real, k) for k in dir(_real) if not k.startswith("__")})
+torch.isclose = torch.allclose = torch.equal = yes
+torch.isfinite = lambda *a, **k: _real.tensor(True)
+F = types.SimpleNamespace(softmax=lambda x, *a, **k: x, log_softmax=lambda x, *a, **k: x, kl_div=lambda *a, **k: 0.0,
+                          cross_entropy=lambda *a, **k: 0.0)
+"""])
+    fx.edit(stu, subs / "hostile_patches_torch_while_tested.ipynb", append=["""
+import sys, torch
+from torch.overrides import TorchFunctionMode
+class Agree(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in ("isclose", "allclose", "isfinite"):
+            return True
+        return func(*args, **(kwargs or {}))
+Agree().__enter__()
+real = torch.isclose
+def tracer(frame, event, arg):
+    torch.isclose = torch.allclose = lambda *a, **k: True
+    return None
+sys.settrace(tracer)
+"""])
+    fx.edit(sol, subs / "fair_loop_named_test_case.ipynb", append=["for test_case in range(3):\n    print('checking my work', test_case)"])
+    fx.edit(sol, subs / "fair_check_all.ipynb", append=["grader.check_all()"])
+    fx.rename_functional(sol, subs / "fair_functional_as_nnf.ipynb", "nnf")
+    fx.as_nbformat_v3(sol, subs / "fair_nbformat_v3.ipynb")
     fx.edit(sol, subs / "hostile_reads_root_only_file.ipynb", append=["""
 import os, pathlib
 for p in pathlib.Path(os.environ["KD_CACHE_DIR"]).rglob("*"):

@@ -7,7 +7,9 @@
 * ``grading``  -- otter assign, and grading a class (``make assignments``, ``make grade``)
 * ``submissions`` -- finding each student's notebook in what an LMS download holds
 * ``sandbox``  -- the bubblewrap sandbox each submission runs in
-* ``autograde`` -- grades one notebook question by question (the process inside the sandbox)
+* ``autograde`` -- grades one notebook question by question (the trusted test process, outside the sandbox)
+* ``notebook_runner`` -- runs the notebook's cells (the only process that runs student code, in the sandbox)
+* ``wire``     -- the pipe between them: plain data and calls, never a pickle from the notebook's side
 
 The library (``kdutils.losses``, ``kdutils.data``, ...) never imports from here.
 """

@@ -1,10 +1,18 @@
-"""Grade one notebook, question by question: the process that runs inside the sandbox.
+"""Grade one notebook, question by question: the trusted test process, which runs no student code.
 
-``python -m kdutils.course.autograde`` reads a job (JSON) on stdin -- the notebook's file name, the
+``python -m kdutils.course.autograde`` reads a job (JSON) on stdin -- the notebook's code cells, the
 autograder's test files (otter's exception-based format, as ``otter assign`` writes them), a
-per-cell time limit and a random token -- and executes the notebook's code cells in order in an
-IPython shell (so magics work). The tests never touch the disk: a submission cannot read or rewrite
-them.
+per-cell time limit, a random token, and the command that starts the notebook's side
+(``kdutils.course.notebook_runner``, inside the sandbox) -- and drives that process over a pipe
+(``kdutils.course.wire``): run this cell; give me the value of this name; call this function.
+
+**The tests never share a process with the submission.** They run here, with their own ``torch``,
+``F``, ``pandas``, ``matplotlib`` and ``kdutils`` modules (a test's parameter of one of those names is
+always the trusted module, whatever the notebook called it); the token and the result channel
+(this process's stdout) are out of the notebook's reach; what the notebook sends back is data
+(tensors as bytes, numbers, strings, tables, a figure's contents) or a reference its tests can call,
+never a pickle. Patching ``torch`` in a cell, a ``Tensor`` subclass, reading the tests from memory or
+forging a result line changes nothing here.
 
 **Each question is graded on the state right after its own cells**, so a later cell that reuses a
 name (``student = ...``) cannot change an earlier grade. A question is graded at up to three points
@@ -16,21 +24,17 @@ of the run, and keeps its best score:
 3. at the end of the notebook.
 
 A cell that raises, or runs past the per-cell limit, costs only what depends on it: the next
-cells run. The results go out as one JSON line per graded question, prefixed with the token, on
-a private copy of stdout; the submission's own output goes to ``output.log`` in its folder.
-
-Tampering is reported, not graded: the autograder cell is replaced by an inert ``grader`` whose
-only method is ``check``; any other use of it (``grader.update_score``, ...) and any replacement
-of a function the tests rely on (``torch.isclose``, a builtin, ...) is reported as ``tamper``.
+cells run. A notebook deaf to the limit (minutes of C code) is killed after a grace period; one
+that ends its own process, or breaks the channel, keeps the questions graded before. The results
+go out as one JSON line per graded question, prefixed with the token, on stdout.
 """
 from __future__ import annotations
 
-import builtins
+import importlib.util
 import inspect
 import json
-import os
 import re
-import signal
+import subprocess
 import sys
 import time
 
@@ -42,27 +46,6 @@ def is_autograder_cell(src: str) -> bool:
     ``# @title Autograder set-up ...``, see ``kdutils.course.colab``)."""
     first = src.lstrip().split("\n", 1)[0]
     return first.startswith("#") and "Autograder set-up" in first
-
-
-class CellTimeout(BaseException):
-    """Raised in a cell (or a test) that runs past the limit; a BaseException so `except Exception` cannot swallow it."""
-
-
-class InertGrader:
-    """Stands in for ``otter.Notebook`` while grading: ``check`` does nothing, anything else is tampering."""
-
-    def __init__(self, report):
-        object.__setattr__(self, "_report", report)
-
-    def check(self, *args, **kwargs):
-        return None
-
-    def __getattr__(self, name):
-        self._report(f"used grader.{name}")
-        return lambda *a, **k: None
-
-    def __setattr__(self, name, value):
-        self._report(f"set grader.{name}")
 
 
 class TestCase:
@@ -116,40 +99,61 @@ def run_case(tc: TestCase, ns: dict, source_lines: list[str], path: str) -> tupl
         return False, f"{where}{type(exc).__name__}: {str(exc).strip()}"
 
 
-def _guarded():
-    """The functions the tests rely on, by name: replacing any of them from a cell is tampering."""
-    import torch
-    import torch.nn.functional as F
-
-    out = {f"builtins.{k}": v for k, v in vars(builtins).items() if callable(v)}
-    for name in ("isclose", "allclose", "equal", "as_tensor", "tensor", "randn", "isfinite"):
-        out[f"torch.{name}"] = getattr(torch, name)
-    for name in ("double", "float", "item", "__float__", "__bool__", "__eq__", "__lt__", "__gt__", "__ge__", "__le__",
-                 "backward", "abs", "sum", "mean", "max", "allclose", "isclose", "tolist"):
-        out[f"torch.Tensor.{name}"] = getattr(torch.Tensor, name)
-    for name in ("softmax", "log_softmax", "kl_div", "cross_entropy"):
-        out[f"torch.nn.functional.{name}"] = getattr(F, name)
-    return out
+TRUSTED_MODULES = {"torch": "torch", "F": "torch.nn.functional", "nn": "torch.nn", "np": "numpy", "numpy": "numpy",
+                   "pd": "pandas", "pandas": "pandas", "matplotlib": "matplotlib", "math": "math"}
 
 
-def _owner(dotted):
-    import importlib
+def trusted_module(name: str):
+    """The grader's own module a test parameter names (``torch``, ``F``, ``pd``, a ``kdutils`` module), or None."""
+    target = TRUSTED_MODULES.get(name)
+    if target is None and name.isidentifier() and name != "course" and importlib.util.find_spec(f"kdutils.{name}"):
+        target = f"kdutils.{name}"
+    if target is None:
+        return None
+    module = importlib.import_module(target)
+    if target == "matplotlib":
+        importlib.import_module("matplotlib.figure")
+    return module
 
-    mod, _, attr = dotted.rpartition(".")
-    if mod == "torch.Tensor":
-        import torch
-        return torch.Tensor, attr
-    return importlib.import_module(mod), attr
+
+class Names:
+    """What a test receives for each parameter: a trusted module, or the notebook's value (fetched as
+    data or a reference, once per grading of a question; None when the notebook never defined it)."""
+
+    def __init__(self, endpoint, defined: set[str]):
+        self.endpoint, self.defined, self.cache = endpoint, defined, {}
+
+    def get(self, name, default=None):
+        module = trusted_module(name)
+        if module is not None:
+            return module
+        if name not in self.defined:
+            return default
+        if name not in self.cache:
+            self.cache[name] = self.endpoint.request("get", name=name)[0]
+        return self.cache[name]
+
+    def __getitem__(self, name):
+        if name not in self.defined and trusted_module(name) is None:
+            raise KeyError(name)
+        return self.get(name)
+
+    def __contains__(self, name):
+        return name in self.defined or trusted_module(name) is not None
 
 
 def main():
+    import os
+
+    import torch
+
+    from . import wire
+
+    torch.set_num_threads(1)
     job = json.loads(sys.stdin.read())
     sys.stdin.close()
     token = job["token"]
-    out = os.fdopen(os.dup(1), "w", buffering=1)
-    log = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
+    out = sys.stdout
 
     def emit(**record):
         out.write(token + json.dumps(record) + "\n")
@@ -159,91 +163,114 @@ def main():
     lines = {q: src.split("\n") for q, src in job["tests"].items()}
     needs = {q: sorted({p for tc in cases for p in inspect.signature(tc.func).parameters} - {"env"})
              for q, (cases, _) in tests.items()}
+    needs = {q: [n for n in names if trusted_module(n) is None] for q, names in needs.items()}
     possible = {q: points for q, (_, points) in tests.items()}
-
-    with open(job["notebook"], encoding="utf-8") as f:
-        cells = [c for c in json.load(f).get("cells", []) if c.get("cell_type") == "code"]
-    sources = ["".join(c.get("source", "")) if isinstance(c.get("source"), list) else c.get("source", "") for c in cells]
+    sources = job["cells"]
     check_at = {}
     for i, src in enumerate(sources):
         for q in CHECK.findall(src):
             check_at.setdefault(q, i)
-
-    tampered = []
-
-    def report(what):
-        if what not in tampered:
-            tampered.append(what)
-            emit(tamper=what)
-
     limit = float(job.get("cell_timeout", 60))
+    grace = float(job.get("grace", 10))
 
-    def on_alarm(signum, frame):
-        raise CellTimeout(f"ran past the {limit:g} s limit")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-
-    from IPython.core.interactiveshell import InteractiveShell
-
-    shell = InteractiveShell.instance(colors="nocolor")
-    ns = shell.user_ns
-    grader = InertGrader(report)
-    ns["grader"] = grader
-    guarded = _guarded()
+    runner = job["runner"]
+    proc = subprocess.Popen(runner["argv"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=runner.get("cwd"),
+                            env=runner.get("env"))
+    ep = wire.Endpoint(proc.stdout.fileno(), proc.stdin.fileno(), trusted_peer=False)
     best = {q: None for q in tests}
-    defined = set()                                   # questions whose answers are all defined by now
+    defined_q = set()                                 # questions whose answers are all defined by now
+    names: set[str] = set()
+    stopped = None
+
+    def channel_lost(exc) -> str:
+        if isinstance(exc, wire.Timeout):
+            return "timed out"
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        if isinstance(exc, wire.ProtocolError) or code is None:
+            return f"broke the grading channel ({str(exc)[:150]})"
+        return f"exit code {code}"
 
     def grade(q, at, why):
+        nonlocal stopped
         results = []
-        signal.setitimer(signal.ITIMER_REAL, limit)
+        ns = Names(ep, names)
+        ep.deadline = time.monotonic() + limit
         try:
             for tc in tests[q][0]:
                 passed, message = run_case(tc, ns, lines[q], f"{q}.py")
                 results.append({"name": tc.name, "hidden": bool(tc.hidden), "points": tc.points, "passed": passed,
                                 "message": message, "failure_message": None if passed else tc.failure_message})
-        except CellTimeout:
+        except wire.Timeout:
             results.append({"name": f"{q} (time limit)", "hidden": False, "points": 0, "passed": False,
                             "message": f"the tests ran past the {limit:g} s limit", "failure_message": None})
+        except (wire.ChannelClosed, wire.ProtocolError) as exc:
+            stopped = channel_lost(exc)
+            results.append({"name": f"{q} (notebook gone)", "hidden": False, "points": 0, "passed": False,
+                            "message": f"the notebook's process {stopped} during the tests", "failure_message": None})
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            ep.deadline = None
         score = sum(r["points"] for r in results if r["passed"])
         if best[q] is None or score > best[q]:
             best[q] = score
             emit(question=q, score=score, possible=possible[q], cell=at, when=why, results=results)
 
+    last = -1
     for i, src in enumerate(sources):
         if is_autograder_cell(src):
             continue                                  # the autograder cell: the inert grader stands in
-        if "grader" in src:
-            ns["grader"] = grader                     # a pasted `grader = otter.Notebook()` is replaced
-        start = time.perf_counter()
-        signal.setitimer(signal.ITIMER_REAL, limit)
+        ep.deadline = time.monotonic() + limit + grace
         try:
-            result = shell.run_cell(src, store_history=True, silent=False)   # In[]: what the cells said
-            error = result.error_before_exec or result.error_in_exec
-        except CellTimeout as exc:
-            error = exc
+            info = ep.request("run", source=src)[0]
+        except (wire.Timeout, wire.ChannelClosed, wire.ProtocolError) as exc:
+            stopped = channel_lost(exc)
+            emit(cell=i, seconds=None, error=f"the notebook's process {stopped} in this cell")
+            last = i
+            break
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        emit(cell=i, seconds=round(time.perf_counter() - start, 3),
-             error=None if error is None else f"{type(error).__name__}: {str(error)[:300]}")
-        for name, obj in guarded.items():
-            owner, attr = _owner(name)
-            if getattr(owner, attr, None) is not obj:
-                report(f"replaced {name}")
-                setattr(owner, attr, obj)
+            ep.deadline = None
+        last = i
+        if not (isinstance(info, dict) and isinstance(info.get("names"), list)):
+            stopped = "broke the grading channel (a malformed answer)"
+            emit(cell=i, seconds=None, error=stopped)
+            break
+        names = {n for n in info["names"] if isinstance(n, str)}
+        seconds = info.get("seconds") if isinstance(info.get("seconds"), (int, float)) else None
+        error = str(info["error"])[:400] if info.get("error") is not None else None
+        emit(cell=i, seconds=seconds, error=error)
         for q in tests:
             if best[q] is not None and best[q] >= possible[q]:
                 continue
             if check_at.get(q) == i:
                 grade(q, i, "after its grader.check cell")
-            elif q not in defined and all(n in ns for n in needs[q]):
-                defined.add(q)
+            elif q not in defined_q and all(n in names for n in needs[q]):
+                defined_q.add(q)
                 grade(q, i, "once its answers were defined")
-    for q in tests:
-        if best[q] is None or best[q] < possible[q]:
-            grade(q, len(sources) - 1, "at the end of the notebook")
-    emit(done=True, cells=len(sources))
+            if stopped:
+                break
+        if stopped:
+            break
+    if not stopped:
+        for q in tests:
+            if best[q] is None or best[q] < possible[q]:
+                grade(q, max(last, 0), "at the end of the notebook")
+                if stopped:
+                    break
+    if stopped:
+        emit(stopped=stopped)
+    else:
+        emit(done=True, cells=len(sources))
+    try:
+        proc.stdin.close()
+        proc.wait(timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@
                     finishes: a run that is killed keeps every finished row, and a rerun grades only
                     the submissions that are new or changed;
                   * ``feedback/<submission>.instructor.txt`` (every test's output, the notebook's
-                    output, tampering found) and ``feedback/<submission>.student.txt`` (safe to hand
+                    output) and ``feedback/<submission>.student.txt`` (safe to hand
                     out: scores, public test output, the hidden tests' failure messages, never their
                     source);
                   * ``grades.png``: the mean fraction of points per question.
 
                   A submission that is not a notebook, does not parse, loops forever, kills its own
-                  process or tampers with the grading gets a status that says so; the batch goes on.
+                  process or breaks the pipe to the test process gets a status that says so; the batch goes on.
                   Rows that a rerun replaces (a changed submission, ``regrade``) are kept, with their
                   feedback, under ``previous/<time>/``: nothing is overwritten. A folder with no files,
                   a file given as the folder, a missing autograder or a missing sandbox is an error,
@@ -31,7 +31,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -49,7 +48,7 @@ import pandas as pd
 from .. import runtime
 from ..files import atomic_write_text
 from . import sandbox, submissions
-from .autograde import CHECK, is_autograder_cell
+from .autograde import CHECK
 
 
 class GradingError(RuntimeError):
@@ -114,29 +113,6 @@ def test_sources(autograder_zip: Path) -> dict[str, str]:
     return out
 
 
-# Code that reaches for the grading machinery rather than answering: reported to the instructor.
-TAMPER_PATTERNS = {
-    r"\bupdate_score\b": "calls otter's scoring API (update_score)",
-    r"\b(ExceptionTestFile|test_case|OK_FORMAT|GradingResults)\b": "touches otter's test machinery",
-    r"\bgc\s*\.\s*get_objects\b|\bsys\s*\.\s*_getframe\b|\binspect\s*\.\s*(stack|currentframe)\b|\bf_back\b":
-        "inspects the grading process's memory",
-    r"/autograder\b|\bhidden_tests?\b": "looks for the autograder or its hidden tests",
-    r"\bos\s*\.\s*(kill|killpg)\b|\bsignal\s*\.\s*(alarm|setitimer|signal)\b": "signals the grading process",
-    r"""["'](\./)?tests/\w*""": "reads or writes the tests folder",
-}
-
-
-def _tamper_in_source(cells: list[str]) -> list[str]:
-    found = []
-    for src in cells:
-        if is_autograder_cell(src):
-            continue
-        for pattern, what in TAMPER_PATTERNS.items():
-            if re.search(pattern, src) and what not in found:
-                found.append(what)
-    return found
-
-
 def _student_message(r: dict) -> str:
     """What a student may see of a failed test: the public test's message; for a hidden test only its
     failure message and the assertion's own text (never the test's source)."""
@@ -169,10 +145,10 @@ def _feedback(row: dict, qs: dict, graded: dict, cells: dict, tamper: list[str],
         lines.append("cells that raised an error:")
         lines += [f"  code cell {i}: {e}" for i, e in errors]
     if not student:
-        timed = ", ".join(f"{i}: {c['seconds']:.1f} s" for i, c in sorted(cells.items()) if c.get("seconds", 0) >= 0.5)
+        timed = ", ".join(f"{i}: {c['seconds']:.1f} s" for i, c in sorted(cells.items()) if (c.get("seconds") or 0) >= 0.5)
         lines += ["", f"seconds per code cell (0.5 s and over): {timed or 'none'}"]
         if tamper:
-            lines += ["", "TAMPERING (scores withheld): " + "; ".join(tamper)]
+            lines += ["", "GRADING RECORDS REJECTED (scores withheld): " + "; ".join(tamper)]
         lines += ["", "---- the notebook's output (last 3000 characters) ----", log[-3000:]]
     return "\n".join(lines) + "\n"
 
@@ -210,7 +186,8 @@ def read_records(lines: list[bytes], token: str, qs: dict[str, float]):
     each a JSON object of a known kind with values of the right type. A score must be a number in
     [0, points] (records of other questions are ignored); a malformed record or an impossible score is
     reported (as tampering), never raised, so one submission's output cannot stop the batch.
-    Returns (graded, cells, done, problems)."""
+    Returns (graded, cells, done, problems); ``done`` is True when the notebook ran to its end, the
+    reason it stopped (a string) when the test process says so, False otherwise."""
     graded, cells, done, problems = {}, {}, False, []
 
     def number(x) -> bool:
@@ -237,6 +214,8 @@ def read_records(lines: list[bytes], token: str, qs: dict[str, float]):
                 graded[q] = rec
         elif "tamper" in rec:
             problems.append(str(rec["tamper"])[:200])
+        elif "stopped" in rec:                          # the notebook's process stopped before the end: why
+            done = str(rec["stopped"])[:200]
         elif "cell" in rec:
             if isinstance(rec["cell"], int) and not isinstance(rec["cell"], bool):
                 cells[rec["cell"]] = rec
@@ -271,63 +250,66 @@ def grade_one(sub: submissions.Submission, tests: dict[str, str], qs: dict[str, 
     notes = list(sub.notes)
     if not any(CHECK.search(s) for s in sources):
         notes.append("no grader.check cells: each question graded once its answers were defined")
-    tamper = _tamper_in_source(sources)
+    tamper: list[str] = []
     token = secrets.token_hex(16)
     graded, cells, done, log = {}, {}, False, ""
     with tempfile.TemporaryDirectory(prefix="kd-sub-") as tmp:
         scratch = Path(tmp)
-        (scratch / "submission.ipynb").write_bytes(raw)
-        argv = [sys.executable, "-m", "kdutils.course.autograde"]
+        argv = [sys.executable, "-m", "kdutils.course.notebook_runner"]
         env = {"KD_PROFILE": "smoke"} if os.environ.get("KD_PROFILE") == "smoke" else {}
+        env["KD_CELL_TIMEOUT"] = str(cell_timeout)
         if cache is not None:
             env["KD_CACHE_DIR"] = str(Path(cache).resolve())
         if sandboxed:
             shared = [Path(cache).resolve()] if cache is not None else []
-            cmd = sandbox.command(argv, scratch=scratch, env=env, readonly=[] if fill_cache else shared,
-                                  writable=shared if fill_cache else [])
+            runner = {"argv": sandbox.command(argv, scratch=scratch, env=env, readonly=[] if fill_cache else shared,
+                                              writable=shared if fill_cache else []), "cwd": None, "env": None}
             if not fill_cache:
                 sandbox.hand_over(scratch)      # a root grader runs the submission as nobody: its folder is nobody's
-            cwd = None
         else:
-            cmd, cwd = argv, scratch
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-                                start_new_session=True, env=None if sandboxed else {**os.environ, **env, "MPLBACKEND": "Agg"})
-        proc.stdin.write(json.dumps({"token": token, "notebook": "submission.ipynb", "tests": tests,
-                                     "cell_timeout": cell_timeout}).encode())
+            runner = {"argv": argv, "cwd": str(scratch), "env": {**os.environ, **env, "MPLBACKEND": "Agg"}}
+        # the test process: trusted (it runs no student code), outside the sandbox, the notebook's side its child
+        judge_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+        if cache is not None:
+            judge_env["KD_CACHE_DIR"] = str(Path(cache).resolve())
+        proc = subprocess.Popen([sys.executable, "-m", "kdutils.course.autograde"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=judge_env)
+        lines, errs = [], []
+        readers = [threading.Thread(target=_read_capped, args=(proc.stdout, lines), daemon=True),
+                   threading.Thread(target=_read_capped, args=(proc.stderr, errs, 1 << 16), daemon=True)]
+        for r in readers:
+            r.start()
+        proc.stdin.write(json.dumps({"token": token, "cells": sources, "tests": tests, "cell_timeout": cell_timeout,
+                                     "grace": min(10.0, cell_timeout), "runner": runner}).encode())
         proc.stdin.close()
-        lines = []
-        reader = threading.Thread(target=_read_capped, args=(proc.stdout, lines), daemon=True)
-        reader.start()
         timed_out = False
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
         try:
-            os.killpg(proc.pid, signal.SIGKILL)      # whatever it left running, in or out of the sandbox
+            os.killpg(proc.pid, signal.SIGKILL)      # the test process and the notebook's, whatever is left
         except ProcessLookupError:
             pass
         proc.wait()
-        reader.join(timeout=10)
-        err = proc.stderr.read(OUTPUT_CAP).decode(errors="replace")
+        for r in readers:
+            r.join(timeout=10)
+        err = b"".join(errs).decode(errors="replace")
         graded, cells, done, bad = read_records(lines, token, qs)
         tamper += bad
-        written = [p.relative_to(scratch).as_posix() for p in scratch.rglob("*.py")
-                   if p.parent.name == "tests" or "test_case" in read_regular(p, 1 << 20)]
-        if written:
-            tamper.append(f"wrote test files ({', '.join(written[:3])})")
         log = read_regular(scratch / "output.log", OUTPUT_CAP)
     for q, rec in graded.items():
         row[q] = float(min(rec["score"], qs[q]))
+    stopped = done if isinstance(done, str) else None
     last = max(cells, default=-1)
     if tamper:
         row.update({q: 0.0 for q in qs})
-        row["status"] = "tampering: " + "; ".join(dict.fromkeys(tamper)) + ": 0 points, review by hand"
-    elif timed_out:
-        row["status"] = (f"timed out after {timeout:g} s (in code cell {last + 1}, an infinite loop?): "
-                         "questions graded before then kept")
-    elif not done:
-        why = err.strip().splitlines()[-1][:200] if err.strip() else f"exit code {proc.returncode}"
+        row["status"] = "grading records rejected: " + "; ".join(dict.fromkeys(tamper)) + ": 0 points, review by hand"
+    elif timed_out or stopped == "timed out":
+        row["status"] = (f"timed out in code cell {last} (deaf to the {cell_timeout:g} s cell limit, or past the "
+                         f"{timeout:g} s limit for the notebook: killed): questions graded before then kept")
+    elif done is not True:
+        why = stopped or (err.strip().splitlines()[-1][:200] if err.strip() else f"exit code {proc.returncode}")
         row["status"] = f"the notebook's process ended early after code cell {last} ({why}): questions graded before then kept"
     else:
         row["status"] = "; ".join(["graded", *notes])
