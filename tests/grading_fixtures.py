@@ -126,6 +126,13 @@ A6_BUGS = {   # each function with its shipped bug put back: bug -> (the questio
     "bug_clamped_truncated_kl": ("q7", "clamp on a truncated KL", "def topk_kl",
                                  "    return kept + p_tail * (p_tail.log() - q_tail.log())", "    return kept.clamp(min=0.0)"),
 }
+A6_HELD_OUT = {   # fixes that look right and are not: (what they must cost, the edit)
+    "held_out_value_only_fix": ({"q3": 0.0}, ("def kd_loss", "    return kd  # SOLUTION NO PROMPT",
+                                              "    return student_out.loss + kd - student_out.loss.detach()")),
+    "held_out_beta_flip_middle": ({"q2": 1.0}, ("def gkd_divergence",
+                                                "    return generalized_jsd(student_logits, teacher_logits, beta=beta)",
+                                                "    return generalized_jsd(student_logits, teacher_logits, beta=1 - beta)")),
+}
 A6_FAIR = [   # correct, written differently: the mixture in probability space, the tail bucket via kdutils, a fix by a helper
     ("def generalized_jsd",
      "log_m = torch.logsumexp(torch.stack([log_p_t + math.log(beta), log_p_s + math.log(1 - beta)]), dim=0)",

@@ -383,6 +383,9 @@ def test_other_assignments(assigned, tmp_path, monkeypatch, name):
         for bug, (question, _, marker, old, new) in fx.A6_BUGS.items():
             fx.edit(sol, subs / f"{bug}.ipynb", [(marker, old, new)])
             expected[f"{bug}.ipynb"] = {**full, question: 0.0}
+        for case, (lost, edit) in fx.A6_HELD_OUT.items():     # a value-only fix; beta flipped only between the endpoints
+            fx.edit(sol, subs / f"{case}.ipynb", [edit])
+            expected[f"{case}.ipynb"] = {**full, **lost}
         fx.edit(sol, subs / "fair_written_differently.ipynb", fx.A6_FAIR)
         expected["fair_written_differently.ipynb"] = full
         fx.edit(sol, subs / "broken_half_edited.ipynb", fx.A6_BROKEN)
@@ -444,7 +447,14 @@ try:
     out["wrote"] = True
 except OSError:
     out["wrote"] = False
-pathlib.Path("result.txt").write_text("scratch is writable")
+pathlib.Path("result.txt").write_text("its working directory is writable")
+pathlib.Path(os.environ["KD_OUTPUT_LOG"]).write_text("the log reaches the grader")
+import resource
+out["limits"] = {k: resource.getrlimit(getattr(resource, k))[0] for k in ("RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_CORE")}
+out["etc"] = sorted(os.listdir("/etc"))
+if len(sys.argv) > 2:
+    hog = bytearray(int(sys.argv[2]))          # more than the cgroup allows: the kernel ends the sandbox
+    hog[::4096] = b"x" * len(hog[::4096])
 print(json.dumps(out))
 """
 
@@ -460,13 +470,22 @@ def test_sandbox_has_no_privileges_a_remount_fails_and_root_only_files_stay_clos
     (shipped / "key").write_text("the instructor's token")
     (shipped / "key").chmod(0o600)
     sandbox.hand_over(scratch)
-    cmd = sandbox.command([sys.executable, "-c", PROBE, str(shipped)], scratch=scratch, readonly=[shipped])
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    with sandbox.limits(memory=256 << 20) as cgroup:
+        cmd = sandbox.command([sys.executable, "-c", PROBE, str(shipped)], scratch=scratch, readonly=[shipped], cgroup=cgroup)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+        if cgroup:       # a cgroup could be made here (as root, v1 or v2): memory beyond it ends the sandbox
+            small = subprocess.run([*cmd, str(32 << 20)], capture_output=True, text=True, timeout=120)
+            hog = subprocess.run([*cmd, str(512 << 20)], capture_output=True, text=True, timeout=120)
+            assert small.returncode == 0, small.stderr[-2000:]
+            assert hog.returncode != 0 and "limits" not in hog.stdout, "512 MiB were allocated under a 256 MiB limit"
     assert seen["caps"] == "0000000000000000", f"capabilities left in the sandbox: {seen['caps']}"
     assert seen["remount"] != 0 and not seen["wrote"], "a read-only folder was made writable"
-    assert not (shipped / "planted.py").exists() and (scratch / "result.txt").exists()
+    assert not (shipped / "planted.py").exists() and not (scratch / "result.txt").exists(), "its folder is its own"
+    assert (scratch / "output.log").read_text() == "the log reaches the grader"
+    assert seen["limits"] == {"RLIMIT_AS": sandbox.AS_BYTES, "RLIMIT_FSIZE": sandbox.FILE_BYTES, "RLIMIT_CORE": 0}
+    assert not {"shadow", "passwd", "sudoers", "ssh"} & set(seen["etc"]), f"/etc shows {seen['etc']}"
     if os.geteuid() == 0:
         assert seen["uid"] == sandbox.NOBODY and seen["secret"].startswith("refused"), seen
 
@@ -518,6 +537,22 @@ def test_grading_records_are_validated_and_a_bad_one_never_raises():
     assert list(cells) == [0] and done is True
     assert problems == ["sent a grading record with an impossible score for q2", "sent a malformed grading record",
                         "replaced torch.isclose"], problems
+
+
+def test_a_zip_bomb_or_a_huge_notebook_costs_only_its_row(tmp_path, monkeypatch):
+    """A notebook over the cap, or a zip member that unpacks to more, is refused after reading no more than the cap."""
+    import zipfile
+
+    monkeypatch.setattr(grading.submissions, "MAX_NOTEBOOK_BYTES", 1 << 20)
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a1_kd_losses.ipynb", b'{"cells": [' + b" " * (8 << 20) + b"]}")
+    assert (tmp_path / "bomb.zip").stat().st_size < 100_000
+    (tmp_path / "huge.ipynb").write_bytes(b" " * (2 << 20))
+    found = {s.name: s for s in grading.submissions.find(tmp_path, "a1_kd_losses")}
+    for name in ("bomb.zip", "huge.ipynb"):
+        row, for_instructor, for_student = grading.grade_one(found[name], {}, QS, timeout=5)
+        assert row["total"] == 0 and "larger than 1 MiB" in row["status"], row
+        assert found[name].digest()                 # and the batch can still key its row
 
 
 def test_the_host_reads_only_regular_files_and_only_so_much(tmp_path):

@@ -103,7 +103,21 @@ def test_gradients_cross_both_ways():
             total += loss.item()
         return total
 
-    nb = Notebook({"hint_term": hint_term, "accumulate": accumulate})
+    from collections import namedtuple
+
+    LMOutput = namedtuple("LMOutput", ["logits", "loss"])
+
+    def kd_loss(out, z_t, mask):       # a value-only fix: the right value, the cross-entropy's gradient still there
+        kd = (z_t.softmax(-1) * (z_t.log_softmax(-1) - out.logits.log_softmax(-1))).sum(-1).mul(mask).sum() / mask.sum()
+        return out.loss + kd - out.loss.detach()
+
+    nb = Notebook({"hint_term": hint_term, "accumulate": accumulate, "LMOutput": LMOutput, "kd_loss": kd_loss})
+    z_s, ce = torch.randn(2, 3, 5, requires_grad=True), torch.tensor(2.0, requires_grad=True)
+    out = nb.get("LMOutput")(z_s, ce)
+    assert out.loss.item() == 2.0 and type(out).__name__ == "LMOutput", "a namedtuple crosses as its fields"
+    nb.get("kd_loss")(out, torch.randn(2, 3, 5), torch.ones(2, 3)).backward()
+    assert ce.grad is not None and float(ce.grad) == 1.0 and z_s.grad.abs().sum() > 0, \
+        "a gradient crosses twice (into the namedtuple the notebook built, then through the loss)"
     reg = nn.Conv1d(4, 9, 1)
     s = torch.randn(6, 4, 10, requires_grad=True)
     t = torch.randn(6, 9, 10, requires_grad=True)
@@ -153,6 +167,11 @@ def _frame(header: dict, blobs=()) -> bytes:
     return struct.pack("<I", len(head)) + head + b"".join(struct.pack("<Q", len(b)) + b for b in blobs)
 
 
+def _raw(header: dict) -> bytes:
+    head = json.dumps(header).encode()
+    return struct.pack("<I", len(head)) + head
+
+
 @pytest.mark.parametrize("frame, words", [
     (b"0000" + b"x" * 10, "header of"),
     (struct.pack("<I", 5) + b"{nope", "not JSON"),
@@ -162,12 +181,16 @@ def _frame(header: dict, blobs=()) -> bytes:
     (_frame({"re": 1, "ok": {"y": 12345}}), "never handed out"),
     (_frame({"re": 1, "ok": {"D": [[{"L": []}, 1]]}}), "cannot be a key"),
     (_frame({"re": 1, "ok": {"zz": 1}}), "unknown kind"),
+    (_raw({"re": 1, "ok": None, "blobs": [wire.MAX_BLOB + 1]}), "size limit"),
+    (_raw({"re": 1, "ok": None, "blobs": [wire.MAX_BLOB] * 3}), "size limit"),
     # the notebook may only call what the grader handed it: reading an attribute of anything is refused
     (_frame({"id": 1, "op": "getattr", "args": {"target": 1, "name": "__globals__"}}), "refused"),
     (_frame({"id": 1, "op": "get", "args": {"name": "token"}}), "refused"),
     (_frame({"id": 1, "op": "call", "args": {"target": 1, "args": {"L": []}, "kwargs": {"D": []}}}), "never handed out"),
 ])
 def test_malformed_answers_break_the_channel_never_the_grader(frame, words):
+    """Whatever the notebook's process writes into the pipe costs at most its own grade: a bounded read,
+    then ProtocolError (a BaseException: no test's ``except Exception`` swallows it)."""
     g_r, nb_w = os.pipe()
     nb_r, g_w = os.pipe()
     grader = wire.Endpoint(g_r, g_w, trusted_peer=False)

@@ -6,6 +6,7 @@
 * ``colabsim`` -- run a notebook as Colab would, opened alone (``make test``)
 * ``grading``  -- otter assign, and grading a class (``make assignments``, ``make grade``)
 * ``submissions`` -- finding each student's notebook in what an LMS download holds
+* ``gradescope`` -- the Gradescope autograder zip of each assignment, and its ``run_autograder``
 * ``sandbox``  -- the bubblewrap sandbox each submission runs in
 * ``autograde`` -- grades one notebook question by question (the trusted test process, outside the sandbox)
 * ``notebook_runner`` -- runs the notebook's cells (the only process that runs student code, in the sandbox)

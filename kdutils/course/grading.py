@@ -3,7 +3,7 @@
 ``assign_all``    runs ``otter assign`` on every ``notebooks/assignments/<name>/<name>.ipynb``, writing
                   ``dist/<name>/student/`` (to hand out) and ``dist/<name>/autograder/`` (the grader
                   zip), then grades the solution with the fresh zip and fails unless it earns every
-                  autograded point.
+                  autograded point; ``dist/<name>/gradescope/`` gets the zip to upload to Gradescope.
 ``grade_folder``  grades every submission in a folder (``kdutils.course.submissions``: notebooks,
                   zips, per-student folders of LMS downloads), each in its own sandbox
                   (``kdutils.course.sandbox``), question by question (``kdutils.course.autograde``),
@@ -29,6 +29,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import secrets
@@ -226,11 +227,12 @@ def read_records(lines: list[bytes], token: str, qs: dict[str, float]):
 
 def grade_one(sub: submissions.Submission, tests: dict[str, str], qs: dict[str, float], *, timeout: float,
               cell_timeout: float = 60.0, sandboxed: bool = True, cache: Path | None = None,
-              fill_cache: bool = False) -> tuple[dict, str, str]:
+              fill_cache: bool = False, records: dict | None = None) -> tuple[dict, str, str]:
     """Grade one submission in its sandbox. Returns (row, feedback for the instructor, feedback for the student).
 
     ``cache`` is the autograder's cache (``KD_CACHE_DIR`` inside: the trained teachers of
     ``kdutils.zoo``, the generated datasets), read-only unless ``fill_cache`` (the solution's run).
+    ``records``, if given, receives each graded question's record (its tests' results).
     """
     import nbformat
 
@@ -241,6 +243,11 @@ def grade_one(sub: submissions.Submission, tests: dict[str, str], qs: dict[str, 
         return row, text, text
     try:
         raw = sub.read()
+    except submissions.TooLarge as exc:
+        row["status"] = f"not graded: {exc} (a zip bomb or a notebook full of outputs?): 0 points, review by hand"
+        text = f"{sub.name}: {row['status']}\n"
+        return row, text, text
+    try:
         nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
         sources = [c.source for c in nb.cells if c.cell_type == "code"]
     except Exception as exc:
@@ -253,7 +260,8 @@ def grade_one(sub: submissions.Submission, tests: dict[str, str], qs: dict[str, 
     tamper: list[str] = []
     token = secrets.token_hex(16)
     graded, cells, done, log = {}, {}, False, ""
-    with tempfile.TemporaryDirectory(prefix="kd-sub-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kd-sub-") as tmp, \
+            (sandbox.limits() if sandboxed else contextlib.nullcontext([])) as cgroup:
         scratch = Path(tmp)
         argv = [sys.executable, "-m", "kdutils.course.notebook_runner"]
         env = {"KD_PROFILE": "smoke"} if os.environ.get("KD_PROFILE") == "smoke" else {}
@@ -263,7 +271,8 @@ def grade_one(sub: submissions.Submission, tests: dict[str, str], qs: dict[str, 
         if sandboxed:
             shared = [Path(cache).resolve()] if cache is not None else []
             runner = {"argv": sandbox.command(argv, scratch=scratch, env=env, readonly=[] if fill_cache else shared,
-                                              writable=shared if fill_cache else []), "cwd": None, "env": None}
+                                              writable=shared if fill_cache else [], cgroup=cgroup),
+                      "cwd": str(scratch), "env": None}
             if not fill_cache:
                 sandbox.hand_over(scratch)      # a root grader runs the submission as nobody: its folder is nobody's
         else:
@@ -297,6 +306,8 @@ def grade_one(sub: submissions.Submission, tests: dict[str, str], qs: dict[str, 
         err = b"".join(errs).decode(errors="replace")
         graded, cells, done, bad = read_records(lines, token, qs)
         tamper += bad
+        if records is not None:
+            records.update(graded)
         log = read_regular(scratch / "output.log", OUTPUT_CAP)
     for q, rec in graded.items():
         row[q] = float(min(rec["score"], qs[q]))
@@ -367,7 +378,8 @@ def grade_folder(assignment: str, submissions_dir: Path, *, dist: Path | None = 
     qs = questions(zip_path)
     tests = test_sources(zip_path)
     if sandboxed:
-        sandbox.bwrap()                               # refuse now, before anything is written
+        if not sandbox.container_mode():
+            sandbox.bwrap()                           # refuse now, before anything is written
     cache = zip_path.parent / "cache"
     cache = cache if cache.is_dir() else None
     # only now, with something to grade and a grader to grade it, is anything written
@@ -492,9 +504,12 @@ def assign_all(names: list[str] | None = None, *, dist: Path | None = None, time
     """``otter assign`` every assignment into ``dist/`` and check each solution earns full marks.
 
     ``otter assign`` itself fails when a test fails on the solution; ``verify`` also grades the
-    solution with the generated autograder zip, exactly as submissions will be graded.
+    solution with the generated autograder zip, exactly as submissions will be graded. Each
+    assignment also gets its Gradescope autograder (``kdutils.course.gradescope``).
     """
     from concurrent.futures import ThreadPoolExecutor
+
+    from . import gradescope
 
     root = assignments_root()
     dist = Path(dist or runtime.repo_root() / "dist")
@@ -519,9 +534,11 @@ def assign_all(names: list[str] | None = None, *, dist: Path | None = None, time
             short = {q: (row[q], p) for q, p in qs.items() if row[q] < p}
             if short or not row["status"].startswith("graded"):
                 raise GradingError(f"the solution of {name} does not pass its own tests: {short} ({row['status']})\n{feedback}")
+        gradescope.build(name, dist, wheel=wheel)
         return {"assignment": name, "questions": len(qs), "points": sum(qs.values()),
                 "seconds": round(time.perf_counter() - start, 1), "student version": str(target / "student")}
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        wheel = gradescope._wheel(Path(tmp))          # one kdutils wheel for every Gradescope zip
         rows = list(pool.map(one, names or list_assignments(root)))
     return pd.DataFrame(rows)

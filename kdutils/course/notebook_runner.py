@@ -4,7 +4,7 @@
 (``kdutils.course.autograde``) over its stdin and stdout (``kdutils.course.wire``). It holds no
 test, no token and no result channel: it runs the cells it is sent, one at a time, in an IPython
 shell (so magics work), and answers the test process's questions about the notebook's names with
-data. Its own output goes to ``output.log``. Every request runs under the per-cell time limit
+data. Its own output goes to ``output.log`` (``$KD_OUTPUT_LOG``). Every request runs under the per-cell time limit
 (``SIGALRM``): a loop in a cell, or in a function a test calls, is stopped there.
 
 The autograder set-up cell is never run: ``grader`` is an inert stand-in whose methods do nothing,
@@ -32,7 +32,7 @@ class InertGrader:
 def main():
     proto_in, proto_out = os.dup(0), os.dup(1)
     limit = float(os.environ.get("KD_CELL_TIMEOUT", "60"))
-    log = os.open("output.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    log = os.open(os.environ.get("KD_OUTPUT_LOG", "output.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(log, 1)

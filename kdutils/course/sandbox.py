@@ -7,8 +7,14 @@ What a submission's code can reach, and what it cannot:
   (or the grader kills it on time-out), the kernel ends every process it started, so nothing is
   left running after the batch (``--die-with-parent``, ``--unshare-pid``);
 * **a private** ``/tmp`` **and** ``$HOME`` (an empty tmpfs of at most 1 GiB, gone when it ends);
-* **one writable folder**, its own scratch folder (``/submission``, the working directory);
-* **read-only**: the operating system, Python, the course's virtual environment and the ``kdutils``
+* **one writable folder**, its working directory ``/submission`` (another tmpfs of at most 1 GiB),
+  and one file the grader reads afterwards, its output log (``/log/output.log``, a file of the
+  grader's scratch folder, at most ``FILE_BYTES``);
+* **limits**: at most ``MEMORY_BYTES`` of memory and ``PIDS`` processes and threads (a cgroup,
+  ``limits()``, where the grader may make one: cgroup v2 or v1, as root), and in any case
+  ``prlimit``'s address-space (``AS_BYTES``), file-size, open-file and core-dump limits;
+* **read-only**: the operating system (of ``/etc`` only what the dynamic linker and Python read:
+  ``ETC``), Python, the course's virtual environment and the ``kdutils``
   package (so it cannot change what later submissions import), and the shipped cache (the trained
   teachers the autograder carries);
 * **invisible**: everything else: the instructor's home, the repository (assignments with their
@@ -28,18 +34,28 @@ none, and bubblewrap needs no daemon and no image.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 SCRATCH = "/submission"
 HOME = "/tmp/home"
 NOBODY = 65534           # the unprivileged user (and group) a root grader runs submissions as
 TMP_BYTES = 1 << 30      # the sandbox's /tmp: a RAM-backed tmpfs, capped
-SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "nsswitch.conf", "alternatives",
+       "mime.types", "fonts")
+LOG = "/log/output.log"
+MEMORY_BYTES = 4 << 30   # per submission (cgroup): RAM, the tmpfs folders included
+PIDS = 512               # processes and threads per submission (cgroup)
+AS_BYTES = 16 << 30      # address space per process (prlimit; torch reserves far more than it uses)
+FILE_BYTES = 256 << 20   # the largest file a submission may write
 
 
 class SandboxUnavailable(RuntimeError):
@@ -65,6 +81,22 @@ def _supports(option: str) -> bool:
     return option in shown.stdout + shown.stderr
 
 
+@functools.lru_cache(maxsize=None)
+def bwrap_works() -> bool:
+    """Whether bubblewrap can make a sandbox here (Docker-style containers usually refuse it)."""
+    try:
+        return subprocess.run([bwrap(), "--ro-bind", "/", "/", "--unshare-pid", "true"], capture_output=True,
+                              timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError, SandboxUnavailable):
+        return False
+
+
+def container_mode() -> bool:
+    """``KD_SANDBOX=container``: the machine is itself a one-submission container (Gradescope's); the
+    submission runs as ``nobody`` without capabilities, under ``prlimit``, with no bubblewrap."""
+    return os.environ.get("KD_SANDBOX", "").strip() == "container"
+
+
 def _as_root() -> bool:
     return os.geteuid() == 0
 
@@ -83,10 +115,80 @@ def _drop_to_nobody() -> list[str]:
 
 def hand_over(scratch: Path) -> None:
     """Give the scratch folder (and what is in it) to the user the sandbox runs as (root graders only)."""
+    (Path(scratch) / "output.log").touch()
     if not _as_root():
         return
     for path in [Path(scratch), *Path(scratch).rglob("*")]:
         os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+
+
+def _cgroup_parents() -> list[Path]:
+    """Where this process may make a child cgroup with a memory and a pids limit (v2, else v1)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    own = {}
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(",") if controllers else [""]:
+            own[c] = path
+    v2 = Path("/sys/fs/cgroup") / own.get("", "/").lstrip("/")
+    try:
+        if {"memory", "pids"} <= set((v2 / "cgroup.subtree_control").read_text().split()) and os.access(v2, os.W_OK):
+            return [v2]
+    except OSError:
+        pass
+    v1 = [Path("/sys/fs/cgroup") / c / own[c].lstrip("/") for c in ("memory", "pids") if c in own]
+    return v1 if len(v1) == 2 and all(os.access(p, os.W_OK) for p in v1) else []
+
+
+@contextlib.contextmanager
+def limits(memory: int = MEMORY_BYTES, pids: int = PIDS):
+    """A fresh cgroup capping memory and processes, for one submission: yields the command prefix that
+    moves a process into it (then ``exec``s the rest), or ``[]`` where no cgroup can be made (then
+    only ``prlimit``'s limits hold). The cgroup is removed afterwards."""
+    parents = _cgroup_parents()
+    made = []
+    try:
+        for parent in parents:
+            group = parent / f"kd-grade-{secrets.token_hex(6)}"
+            group.mkdir()
+            made.append(group)
+            if (group / "memory.max").exists():                         # v2
+                (group / "memory.max").write_text(str(memory))
+                (group / "pids.max").write_text(str(pids))
+                if (group / "memory.swap.max").exists():
+                    (group / "memory.swap.max").write_text("0")
+            elif (group / "memory.limit_in_bytes").exists():            # v1
+                (group / "memory.limit_in_bytes").write_text(str(memory))
+            else:
+                (group / "pids.max").write_text(str(pids))
+    except OSError:
+        parents = []
+    try:
+        if not parents:
+            yield []
+        else:
+            moves = "; ".join(f"echo $$ > {g}/cgroup.procs" for g in made)
+            yield ["/bin/sh", "-c", f"{moves} && exec \"$@\"", "sh"]
+    finally:
+        for group in made:
+            for _ in range(50):                 # the processes are killed by now; the kernel frees the group soon after
+                try:
+                    group.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
+def _prlimit(cgroup: bool) -> list[str]:
+    tool = shutil.which("prlimit")
+    if tool is None:
+        raise SandboxUnavailable("grading limits each submission with `prlimit` (util-linux), which is not installed: "
+                                 "`apt-get install util-linux`")
+    nproc = [] if cgroup or not _as_root() else [f"--nproc={4 * PIDS}"]   # nobody's processes, all sandboxes together
+    return [tool, f"--as={AS_BYTES}", f"--fsize={FILE_BYTES}", "--nofile=1024", "--core=0", *nproc, "--"]
 
 
 def _python_roots() -> list[Path]:
@@ -98,8 +200,23 @@ def _python_roots() -> list[Path]:
     return sorted(roots)
 
 
+def _container_command(argv, *, scratch, env, trusted, cgroup) -> list[str]:
+    """The container-mode command: run it with ``cwd=scratch`` (the files it may not read are closed by
+    their permissions; the caller closes the autograder's folder)."""
+    if not _as_root() and not trusted:
+        raise SandboxUnavailable("KD_SANDBOX=container runs each submission as nobody, which needs a root grader")
+    base = {"PATH": f"{Path(sys.prefix) / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(Path(scratch).resolve()),
+            "TMPDIR": str(Path(scratch).resolve()), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+            "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "KD_OUTPUT_LOG": str(Path(scratch).resolve() / "output.log"), "USER": "nobody", "LOGNAME": "nobody"}
+    (Path(scratch) / "output.log").touch()
+    setenv = ["env", "-i", *[f"{k}={v}" for k, v in {**base, **(env or {})}.items()]]
+    run_as = [] if trusted else _drop_to_nobody()
+    return [*cgroup, *_prlimit(bool(cgroup)), *run_as, *setenv, *argv]
+
+
 def command(argv: list[str], *, scratch: Path, readonly: list[Path] = (), writable: list[Path] = (),
-            env: dict[str, str] | None = None) -> list[str]:
+            env: dict[str, str] | None = None, cgroup: list[str] = ()) -> list[str]:
     """The ``bwrap`` command line that runs ``argv`` inside the sandbox described above.
 
     ``scratch`` (a folder on the host) becomes ``/submission``, the only writable folder;
@@ -107,8 +224,11 @@ def command(argv: list[str], *, scratch: Path, readonly: list[Path] = (), writab
     ``writable`` adds folders at their own paths that it may write (only for trusted code: the
     solution filling the autograder's cache; the command then keeps the caller's user). Without
     ``writable``, a root caller's sandbox runs as ``nobody``: call ``hand_over(scratch)`` first.
+    ``cgroup``: the prefix ``limits()`` yielded (the whole sandbox runs in that cgroup).
     """
     trusted = bool(writable)
+    if container_mode():
+        return _container_command(argv, scratch=scratch, env=env, trusted=trusted, cgroup=cgroup)
     if _as_root():
         # see "no privileges" above
         namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
@@ -129,14 +249,22 @@ def command(argv: list[str], *, scratch: Path, readonly: list[Path] = (), writab
     for system in SYSTEM:
         if os.path.exists(system):
             cmd += ["--ro-bind", system, system]
+    cmd += ["--perms", "0755", "--dir", "/etc"]
+    for name in ETC:
+        if os.path.exists(f"/etc/{name}"):
+            cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
     for root in visible:
         cmd += ["--ro-bind", str(root), str(root)]
     for folder in writable:
         cmd += ["--bind", str(folder), str(folder)]
-    cmd += ["--bind", str(Path(scratch).resolve()), SCRATCH, "--chdir", SCRATCH, "--clearenv"]
+    log = Path(scratch).resolve() / "output.log"
+    log.touch()
+    cmd += ["--perms", "0777", *size, "--tmpfs", SCRATCH, "--perms", "0755", "--dir", str(Path(LOG).parent),
+            "--bind", str(log), LOG, "--chdir", SCRATCH, "--clearenv"]
     base = {"PATH": f"{Path(sys.prefix) / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": HOME, "TMPDIR": "/tmp",
             "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1", "MPLCONFIGDIR": "/tmp/mpl"}
+            "MKL_NUM_THREADS": "1", "MPLCONFIGDIR": "/tmp/mpl", "KD_OUTPUT_LOG": LOG, "USER": "nobody",
+            "LOGNAME": "nobody"}
     for key, value in {**base, **(env or {})}.items():
         cmd += ["--setenv", key, value]
-    return cmd + ["--", *run_as, *argv]
+    return [*cgroup, *cmd, "--", *_prlimit(bool(cgroup)), *run_as, *argv]

@@ -23,6 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 IGNORED_PARTS = {".ipynb_checkpoints", "__MACOSX", "__pycache__"}
+MAX_NOTEBOOK_BYTES = 64 << 20      # a notebook larger than this is not read (nor unpacked from a zip)
+
+
+class TooLarge(ValueError):
+    pass
 
 
 @dataclass
@@ -34,16 +39,27 @@ class Submission:
     notes: list[str] = field(default_factory=list)
 
     def read(self) -> bytes:
+        """The notebook's bytes, at most ``MAX_NOTEBOOK_BYTES`` (a larger file, or a zip member that unpacks
+        to more, whatever its header claims, raises ``TooLarge`` after reading no more than that)."""
         if self.member is None:
-            return self.path.read_bytes()
-        with zipfile.ZipFile(self.path) as z:
-            return z.read(self.member)
+            with open(self.path, "rb") as f:
+                data = f.read(MAX_NOTEBOOK_BYTES + 1)
+        else:
+            with zipfile.ZipFile(self.path) as z, z.open(self.member) as f:
+                data = f.read(MAX_NOTEBOOK_BYTES + 1)
+        if len(data) > MAX_NOTEBOOK_BYTES:
+            raise TooLarge(f"the notebook is larger than {MAX_NOTEBOOK_BYTES >> 20} MiB")
+        return data
 
     def digest(self) -> str:
         """A short hash of the graded bytes: a rerun regrades a submission only if it changed."""
         try:
-            data = self.read() if self.problem is None else self.path.read_bytes()
-        except (OSError, zipfile.BadZipFile, KeyError):
+            if self.problem is None:
+                data = self.read()
+            else:
+                with open(self.path, "rb") as f:
+                    data = f.read(MAX_NOTEBOOK_BYTES)
+        except (OSError, zipfile.BadZipFile, KeyError, TooLarge):
             data = b""
         return hashlib.sha256(data).hexdigest()[:16]
 

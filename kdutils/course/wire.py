@@ -5,7 +5,8 @@ The hidden tests run in one process (``kdutils.course.autograde``, trusted: it r
 the notebook's cells in another (``kdutils.course.notebook_runner``, in the sandbox). A test that
 reads a student's value asks for it over a pair of pipes; what comes back is **data**:
 
-* ``None``, ``bool``, ``int``, ``float``, ``str`` and lists, tuples, dicts and sets of data;
+* ``None``, ``bool``, ``int``, ``float``, ``str`` and lists, tuples (named ones too: rebuilt from
+  their field names), dicts and sets of data;
 * tensors and NumPy arrays as raw bytes with a dtype from a fixed list and a shape (a ``Tensor``
   subclass arrives as a plain tensor: its ``__torch_function__`` stays behind);
 * a pandas ``DataFrame`` as its index, columns and cells; a matplotlib ``Figure`` as what it draws
@@ -23,7 +24,7 @@ it (``per_token_loss``) and backpropagate through it. The student's side may onl
 handed it; it cannot read an attribute of a trusted object.
 
 Framing: a 4-byte length and a JSON header, then its binary blobs, each with an 8-byte length.
-Everything the trusted side reads is capped (``MAX_HEADER``, ``MAX_BLOB``) and validated; anything
+Everything the trusted side reads is capped (``MAX_HEADER``, ``MAX_BLOB``, ``MAX_MESSAGE``) and validated; anything
 malformed raises ``ProtocolError``.
 """
 from __future__ import annotations
@@ -37,8 +38,9 @@ import time
 
 import torch
 
-MAX_HEADER = 64 << 20
-MAX_BLOB = 1 << 30
+MAX_HEADER = 16 << 20
+MAX_BLOB = 128 << 20
+MAX_MESSAGE = 256 << 20       # all of one message's blobs together
 MAX_DEPTH = 40
 DTYPES = {str(d).removeprefix("torch."): d for d in (
     torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16, torch.int8,
@@ -129,8 +131,9 @@ class Endpoint:
         except ValueError as exc:
             raise ProtocolError(f"a header that is not JSON ({exc})") from None
         sizes = header.get("blobs") if isinstance(header, dict) else None
-        if not (isinstance(sizes, list) and all(isinstance(s, int) and 0 <= s <= MAX_BLOB for s in sizes)):
-            raise ProtocolError("a header without valid blob sizes")
+        if not (isinstance(sizes, list) and all(type(s) is int and 0 <= s <= MAX_BLOB for s in sizes)
+                and sum(sizes) <= MAX_MESSAGE):
+            raise ProtocolError("a header without valid blob sizes (or over the size limit)")
         blobs = []
         for size in sizes:
             (m,) = struct.unpack("<Q", self._read_exact(8))
@@ -229,6 +232,8 @@ def _replace(value, swap):
         return swap.get(id(value), value)
     if type(value) in (list, tuple):
         return type(value)(_replace(v, swap) for v in value)
+    if isinstance(value, tuple) and hasattr(type(value), "_fields"):
+        return type(value)(*(_replace(v, swap) for v in value))
     if type(value) is dict:
         return {k: _replace(v, swap) for k, v in value.items()}
     return value
@@ -302,6 +307,9 @@ class Encoder:
             return str.__str__(v)
         if isinstance(v, int):
             return int.__int__(v)
+        if isinstance(v, tuple) and isinstance(getattr(type(v), "_fields", None), tuple):   # a namedtuple: its fields
+            return {"nt": [type(v).__name__[:100], [str(f) for f in type(v)._fields],
+                           [self.encode(x, depth + 1) for x in v]]}
         if type(v) in (list, tuple, set, frozenset):
             tag = {list: "L", tuple: "T", set: "S", frozenset: "S"}[type(v)]
             return {tag: [self.encode(x, depth + 1) for x in v]}
@@ -415,6 +423,13 @@ class Decoder:
                     raise ProtocolError("a dict key that cannot be a key") from None
                 out[key] = self.decode(v, depth + 1)
             return out
+        if "nt" in d:
+            parts = d["nt"]
+            if not (type(parts) is list and len(parts) == 3 and type(parts[0]) is str and type(parts[1]) is list
+                    and type(parts[2]) is list and len(parts[1]) == len(parts[2]) <= 256
+                    and all(type(f) is str for f in parts[1])):
+                raise ProtocolError("a malformed namedtuple")
+            return _namedtuple(parts[0], tuple(parts[1]))(*[self.decode(x, depth + 1) for x in parts[2]])
         if "sl" in d:
             parts = d["sl"]
             if not (type(parts) is list and len(parts) == 3):
@@ -487,6 +502,19 @@ class Decoder:
         if rid not in ep.proxies:
             ep.proxies[rid] = Remote(ep, rid, str(d.get("type", "?"))[:300]) if not ep.trusted_peer else Callback(ep, rid)
         return ep.proxies[rid]
+
+
+_NAMEDTUPLES: dict = {}
+
+
+def _namedtuple(name: str, fields: tuple):
+    """A namedtuple class with these fields (built here: the other side's class never crosses)."""
+    import collections
+
+    key = (name, fields)
+    if key not in _NAMEDTUPLES:
+        _NAMEDTUPLES[key] = collections.namedtuple(name if name.isidentifier() else "Record", fields, rename=True)
+    return _NAMEDTUPLES[key]
 
 
 def _hashable_set(vals):
@@ -656,7 +684,7 @@ def _tensors(v, depth=0):
         return []
     if isinstance(v, torch.Tensor):
         return [] if isinstance(v, torch.nn.Parameter) else [v]
-    if type(v) in (list, tuple):
+    if isinstance(v, (list, tuple)) and (type(v) in (list, tuple) or hasattr(type(v), "_fields")):
         return [t for x in v for t in _tensors(x, depth + 1)]
     if type(v) is dict:
         return [t for x in v.values() for t in _tensors(x, depth + 1)]
