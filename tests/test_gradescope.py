@@ -68,7 +68,7 @@ def test_gradescope_zip_grades_the_solution_fully_and_the_student_version_zero(a
     assert any(n.startswith("wheels/kdutils-") for n in names), "the kdutils wheel is inside"
     assert "download.pytorch.org/whl/cpu" in setup and "torch==" in setup, "a pinned CPU torch"
     qs = grading.questions(grading.find_autograder(name, assigned))
-    if (assigned / name / "autograder" / "cache").is_dir() and any((assigned / name / "autograder" / "cache").iterdir()):
+    if any(p.is_file() for p in (assigned / name / "autograder" / "cache").rglob("*")):
         assert any(n.startswith("cache/") for n in names), "the trained teachers are inside"
 
     solution = assigned / name / "autograder" / f"{name}.ipynb"

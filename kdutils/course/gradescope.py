@@ -183,18 +183,15 @@ def run(root: Path) -> dict:
         source.chmod(0o700)
         results_dir.mkdir(exist_ok=True)
         results_dir.chmod(0o700)
-    found = submissions.find(root / "submission", name)
-    notebooks = [s for s in found if s.problem is None]
+    sub = submissions.one_student(root / "submission", name)
     results_dir.mkdir(exist_ok=True)
-    if len(notebooks) != 1:
-        why = found[0].problem if len(found) == 1 and found[0].problem else \
-            f"expected one notebook ({name}.ipynb), found {len(notebooks)}: {', '.join(s.name for s in found) or 'nothing'}"
-        out = {"score": 0.0, "output": f"not graded: {why}", "visibility": "visible", "tests": []}
+    if sub.problem:
+        out = {"score": 0.0, "output": f"not graded: {sub.problem}", "visibility": "visible", "tests": []}
     else:
         if not sandbox.bwrap_works():
             os.environ["KD_SANDBOX"] = "container"
         graded: dict = {}
-        row, _, _ = grading.grade_one(notebooks[0], tests, qs, timeout=float(os.environ.get("KD_TIMEOUT", 600)),
+        row, _, _ = grading.grade_one(sub, tests, qs, timeout=float(os.environ.get("KD_TIMEOUT", 600)),
                                       cache=cache if cache.is_dir() else None, records=graded)
         out = results(row, qs, graded)
     atomic_write_text(results_dir / "results.json", json.dumps(out, indent=1) + "\n")

@@ -114,6 +114,13 @@ def _from_folder(folder: Path, root: Path, assignment: str) -> Submission:
     return Submission(f"{name}{chosen}", folder / chosen, notes=notes)
 
 
+def one_student(folder: Path, assignment: str) -> Submission:
+    """The one submission in a folder that holds a single student's upload (Gradescope's ``submission/``),
+    picked as in a student's folder of an LMS download (named like the assignment, else ambiguous)."""
+    folder = Path(folder)
+    return _from_folder(folder, folder.parent, assignment)
+
+
 def find(folder: Path, assignment: str) -> list[Submission]:
     """Every submission in ``folder``, in name order; unreadable ones carry a ``problem``."""
     folder = Path(folder)

@@ -119,7 +119,10 @@ class Endpoint:
                 left = self.deadline - time.monotonic()
                 if left <= 0 or not select.select([], [self.wfd], [], left)[1]:
                     raise Timeout("the notebook stopped reading")
-            n = os.write(self.wfd, view[: 1 << 16])
+            try:
+                n = os.write(self.wfd, view[: 1 << 16])
+            except BrokenPipeError:
+                raise ChannelClosed("the other side closed the channel") from None
             view = view[n:]
 
     def _receive(self) -> tuple[dict, list[bytes]]:
