@@ -145,13 +145,17 @@ class Names:
 def main():
     import os
 
+    job = json.loads(sys.stdin.read())
+    sys.stdin.close()
+    runner = job["runner"]          # started first: its imports (torch, IPython) overlap this process's
+    proc = subprocess.Popen(runner["argv"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=runner.get("cwd"),
+                            env=runner.get("env"))
+
     import torch
 
     from . import wire
 
     torch.set_num_threads(1)
-    job = json.loads(sys.stdin.read())
-    sys.stdin.close()
     token = job["token"]
     out = sys.stdout
 
@@ -173,9 +177,6 @@ def main():
     limit = float(job.get("cell_timeout", 60))
     grace = float(job.get("grace", 10))
 
-    runner = job["runner"]
-    proc = subprocess.Popen(runner["argv"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=runner.get("cwd"),
-                            env=runner.get("env"))
     ep = wire.Endpoint(proc.stdout.fileno(), proc.stdin.fileno(), trusted_peer=False)
     best = {q: None for q in tests}
     defined_q = set()                                 # questions whose answers are all defined by now
