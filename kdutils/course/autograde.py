@@ -30,6 +30,7 @@ go out as one JSON line per graded question, prefixed with the token, on stdout.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import json
@@ -103,6 +104,7 @@ TRUSTED_MODULES = {"torch": "torch", "F": "torch.nn.functional", "nn": "torch.nn
                    "pd": "pandas", "pandas": "pandas", "matplotlib": "matplotlib", "math": "math"}
 
 
+@functools.lru_cache(maxsize=None)
 def trusted_module(name: str):
     """The grader's own module a test parameter names (``torch``, ``F``, ``pd``, a ``kdutils`` module), or None."""
     target = TRUSTED_MODULES.get(name)

@@ -277,6 +277,8 @@ class Encoder:
 
     def __init__(self, endpoint: Endpoint):
         self.endpoint, self.blobs = endpoint, []
+        self.grad_inputs: list[torch.Tensor] = []    # sent needing a gradient (a backward may come back for them)
+        self.modules: list = []                      # the grader's modules sent over (their gradients come back)
 
     def blob(self, data: bytes) -> int:
         self.blobs.append(data)
@@ -335,7 +337,7 @@ class Encoder:
         if isinstance(v, torch.Tensor) and not isinstance(v, torch.nn.Parameter):
             grad = bool(v.requires_grad)
             if grad:
-                self.grad_inputs.append(v)                          # a backward may come back for it
+                self.grad_inputs.append(v)
             return self.tensor(v, grad=grad)
         if isinstance(v, np.ndarray):
             return self.tensor(torch.from_numpy(np.ascontiguousarray(v)), numpy=True)
@@ -351,23 +353,15 @@ class Encoder:
                 ep.objects[id(v)] = v
                 return {"r": id(v), "type": "callable"}
             raise TypeError(f"cannot send a {type(v).__name__} to the notebook")
-        special = _student_special(v, self, depth)
+        special = _table_or_figure(v, self, depth)
         if special is not None:
             return special
         ep.objects[id(v)] = v
         kind = type(v)
         return {"r": id(v), "type": f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', '?')}"[:300]}
 
-    @property
-    def grad_inputs(self):
-        return self.__dict__.setdefault("_grad_inputs", [])
 
-    @property
-    def modules(self):
-        return self.__dict__.setdefault("_modules", [])
-
-
-def _student_special(v, out: Encoder, depth):
+def _table_or_figure(v, out: Encoder, depth):
     """A DataFrame or a matplotlib Figure, sent as the data it holds (the student's side)."""
     import sys
 
