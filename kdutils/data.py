@@ -232,3 +232,12 @@ def batches(n: int, batch_size: int, *, generator: torch.Generator | None = None
     stop = n - n % batch_size if drop_last else n
     for i in range(0, stop, batch_size):
         yield order[i:i + batch_size]
+
+
+def row_digests(x: torch.Tensor) -> frozenset[int]:
+    """A 64-bit digest of each row of ``x`` (its values as float32): two sets share a row exactly when
+    they share a digest (up to a 2^-64 chance per pair). ``train.fit`` keeps the digests of every row a
+    model was trained on (``model.kd_trained_rows``), so that a test can check that no test row was
+    among them: the test set is for measuring, never for training."""
+    rows = x.detach().float().cpu().contiguous().reshape(len(x), -1).numpy()
+    return frozenset(int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little") for r in rows)

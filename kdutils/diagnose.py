@@ -78,11 +78,13 @@ def two_sample_auc(fed, deploy, *, folds: int = 5, seed: int = 0) -> float:
 
 
 def check_student_inputs(fed, deploy, *, auc_threshold: float = 0.75, raise_on_mismatch: bool = False) -> dict:
-    """Run both checks; ``ok`` is False when the student's inputs look unlike deployment inputs."""
+    """Run both checks; ``ok`` is False when the student's inputs look unlike deployment inputs.
+    ``rows_checked``: how many of the student's inputs were examined (all of ``fed``)."""
     table = compare_inputs(fed, deploy)
     auc = two_sample_auc(fed, deploy)
     ok = auc <= auc_threshold and not table.flag.any()
-    verdict = {"ok": ok, "two_sample_auc": auc, "flagged": table[table.flag][["statistic", "channel"]].to_dict("records")}
+    verdict = {"ok": ok, "two_sample_auc": auc, "flagged": table[table.flag][["statistic", "channel"]].to_dict("records"),
+               "rows_checked": len(fed)}
     if raise_on_mismatch and not ok:
         raise ValueError(f"the student was trained on inputs unlike the deployment inputs "
                          f"(two-sample AUC {auc:.2f}; flagged statistics: {verdict['flagged']})")

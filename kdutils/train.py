@@ -22,6 +22,9 @@ compare arms trained on data sets of different sizes, give them the same ``steps
 Returns a ``FitResult``: the per-epoch ``history`` (a ``pandas.DataFrame``: epoch, steps done, train
 loss, the accuracy on each of ``eval_sets``), ``fed``, the first batch exactly as the model was fed
 it (to compare with deployment inputs, ``kdutils.diagnose``), and ``steps``, the optimiser steps taken.
+The model keeps ``model.kd_trained_rows``, the digests of every row it was trained on (``x`` and
+``transfer_x``, over all its ``fit`` runs; ``data.row_digests``): a leak of test rows into training
+can be checked from the model alone.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import runtime
-from .data import batches
+from .data import batches, row_digests
 from .losses import distillation_loss
 from .metrics import accuracy
 
@@ -158,4 +161,6 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
         rows.append(row)
         bar.set_postfix({k: round(v, 4) for k, v in row.items() if k not in ("epoch", "step")})
     model.eval()
+    # every row this model has been trained on, as digests (data.row_digests): a test-set leak is checkable
+    model.kd_trained_rows = getattr(model, "kd_trained_rows", frozenset()) | row_digests(inputs)
     return FitResult(history=pd.DataFrame(rows), fed=fed, steps=done, objective=objective)

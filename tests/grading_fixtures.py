@@ -173,6 +173,23 @@ A3_FAIR_APPEND = ["# my own experiment for Question 4: what does 1 epoch give?\n
                   "report_table = report_table * 0"]
 
 
+# correct work, then a cell after Question 3 that retrains `student` with alpha = 0 to explore Question 4:
+# Question 5 is still graded against the student Question 1 was graded with
+A3_EXPLORES_Q4 = [('grader.check("q3")', 'grader.check("q3")', """grader.check("q3")
+# exploring Question 4: what does alpha = 0 do? (the name `student` now holds another model)
+runtime.seed_everything(0)
+student = models.MLP()
+train.fit(student, mnist.x_train, mnist.y_train, teacher=teacher, transfer_x=x_transfer,
+          temperature=T_choice, alpha=0.0, epochs=6, lr=2e-2, schedule="cosine", seed=0, progress=False)""")]
+
+
+# a2's Question 1 check run on rows of the training set, not on the batch the loop fed
+A2_CHECKS_X_TRAIN = [("buggy_check = diagnose", "diagnose.check_student_inputs(buggy_run.fed,", "diagnose.check_student_inputs(x_train[:200],")]
+# Question 1's student trained on the training and the test rows (a leak that inflates its test accuracy)
+A3_TEST_LEAK = [("train.fit(student, mnist.x_train", "train.fit(student, mnist.x_train, mnist.y_train,",
+                 "train.fit(student, torch.cat([mnist.x_train, mnist.x_test]), torch.cat([mnist.y_train, mnist.y_test]),")]
+
+
 def a3_typed_numbers(sol: Path, dst: Path):
     """Question 2's table typed in from a printed run (three decimals), the way a student copies output.
     (Run with KD_CACHE_DIR at the autograder's cache, so the teacher is the one graded against.)"""

@@ -68,8 +68,9 @@ def test_gradescope_zip_grades_the_solution_fully_and_the_student_version_zero(a
     assert any(n.startswith("wheels/kdutils-") for n in names), "the kdutils wheel is inside"
     assert "download.pytorch.org/whl/cpu" in setup and "torch==" in setup, "a pinned CPU torch"
     qs = grading.questions(grading.find_autograder(name, assigned))
-    if any(p.is_file() for p in (assigned / name / "autograder" / "cache").rglob("*")):
-        assert any(n.startswith("cache/") for n in names), "the trained teachers are inside"
+    cache = assigned / name / "autograder" / "cache"
+    shipped = {f"cache/{p.relative_to(cache).as_posix()}" for p in cache.rglob("*") if p.suffix in (".pt", ".npz")}
+    assert shipped <= names, f"the trained teachers and datasets are inside: missing {sorted(shipped - names)[:3]}"
 
     solution = assigned / name / "autograder" / f"{name}.ipynb"
     student = assigned / name / "student" / f"{name}.ipynb"

@@ -359,6 +359,8 @@ def test_other_assignments(assigned, tmp_path, monkeypatch, name):
         for bug, (old, new) in fx.A2_BUGS.items():
             fx.edit(sol, subs / f"{bug}.ipynb", [(fx.A2_FIX, old, new)])
             expected[f"{bug}.ipynb"] = {**full, "q2": 0.0}
+        fx.edit(sol, subs / "held_out_check_on_x_train.ipynb", fx.A2_CHECKS_X_TRAIN)
+        expected["held_out_check_on_x_train.ipynb"] = {**full, "q1": 1.0}
     if name == fx.A3:
         for bug, (marker, old, new) in fx.A3_BUGS.items():
             fx.edit(sol, subs / f"{bug}.ipynb", [(marker, old, new)])
@@ -369,6 +371,10 @@ def test_other_assignments(assigned, tmp_path, monkeypatch, name):
         expected["bug_typed_numbers.ipynb"] = {**full, "q2": 0.0}
         fx.edit(sol, subs / "fair_barh_and_later_experiment.ipynb", fx.A3_FAIR, append=fx.A3_FAIR_APPEND)
         expected["fair_barh_and_later_experiment.ipynb"] = full
+        fx.edit(sol, subs / "held_out_q4_experiment_reuses_student.ipynb", fx.A3_EXPLORES_Q4)
+        expected["held_out_q4_experiment_reuses_student.ipynb"] = full
+        fx.edit(sol, subs / "held_out_test_leak.ipynb", fx.A3_TEST_LEAK)
+        expected["held_out_test_leak.ipynb"] = {**full, "q1": 0.0}
     if name == fx.A5:   # each classic feature-distillation mistake costs exactly the tests that name it
         for bug, (marker, old, new) in fx.A5_BUGS.items():
             fx.edit(sol, subs / f"{bug}.ipynb", [(marker, old, new)])

@@ -82,13 +82,31 @@ def main():
                 "error": None if error is None else f"{type(error).__name__}: {str(error)[:300]}",
                 "names": sorted(k for k in ns if isinstance(k, str) and not k.startswith("_"))[:20000]}, {}
 
-    def get(name: str):
-        if not isinstance(name, str) or name not in ns:
+    pins: dict = {}            # question -> {name: the object it was bound to when that question was graded}
+
+    def get(name: str, pin=None):
+        where = pins.get(pin, {}) if pin is not None else ns
+        if not isinstance(name, str) or name not in where:
             raise NameError(f"name {name!r} is not defined")
-        return ns[name], {}
+        return where[name], {}
+
+    def pin(key: str, names: list):
+        pins[key] = {n: ns[n] for n in names if isinstance(n, str) and n in ns}
+        return None, {}
+
+    def rebound(pairs: list):
+        """Which names are no longer bound to the object their question was graded with."""
+        out = []
+        for n, key in pairs:
+            held = pins.get(key, {})
+            if n in held and (n not in ns or ns[n] is not held[n]):
+                out.append(n)
+        return out, {}
 
     wire.SERVED["run"] = lambda ep, inp, source: run_cell(source)
-    wire.SERVED["get"] = lambda ep, inp, name: get(name)
+    wire.SERVED["get"] = lambda ep, inp, name, pin=None: get(name, pin)
+    wire.SERVED["pin"] = lambda ep, inp, key, names: pin(key, names)
+    wire.SERVED["rebound"] = lambda ep, inp, pairs: rebound(pairs)
     ep = wire.Endpoint(proto_in, proto_out, trusted_peer=True)
     ep.on_request = limited
     ep.serve_forever()
