@@ -10,7 +10,8 @@ Modules, each one concept:
 * ``data``     -- digits and MNIST-1D, offline, cached; CIFAR-10 read from disk and its embedded fallback
 * ``models``   -- the teachers and students of the course
 * ``train``    -- one training loop for supervised training and distillation
-* ``metrics``  -- accuracy, fidelity (agreement, predictive KL), calibration, linear CKA, comparing arms over seeds
+* ``metrics``  -- accuracy, fidelity (agreement, predictive KL), calibration, linear CKA
+* ``stats``    -- is a difference real? arms compared over seeds (Welch, paired), Holm's correction, equivalence
 * ``diagnose`` -- is the student trained on what it will see when deployed?
 * ``sensors``  -- the two-sensor task of notebook 05 and assignment a2 (x and its simplified x')
 * ``tasks``    -- the toy instruction language of notebook 06
@@ -20,11 +21,11 @@ Modules, each one concept:
 * ``loader``   -- batches of images kept on the device, augmented there (the full run's data path)
 * ``checkpoint`` -- atomic saves and safe (weights_only) loads that refuse a bad file and leave it alone
 * ``fullrun``  -- the full GPU teacher -> student run of notebook 09: config, one train step, DDP, CLI
-* ``report``   -- save a notebook's figures as JSON
+* ``report``   -- save a notebook's figures as JSON; its primary claims, checked and registered
 
 The course tooling (running the notebooks, Colab set-up cells, grading) lives apart, in
 ``kdutils.course``; nothing here imports it.
 """
-from . import data, feature_losses, losses, metrics, report, runtime, token_losses  # noqa: F401
+from . import data, feature_losses, losses, metrics, report, runtime, stats, token_losses  # noqa: F401
 
 __version__ = "0.1.0"

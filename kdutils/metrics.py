@@ -11,7 +11,6 @@ Accuracy asks whether the student is right; *fidelity* asks whether it agrees wi
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .losses import _check_logits, _check_pair, kl_divergence
@@ -77,47 +76,6 @@ def fidelity_report(student_logits, teacher_logits, labels) -> dict:
 
 
 # two-sided 95% quantiles of Student's t, by degrees of freedom
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-
-
-def _t975(df: int) -> float:
-    return _T975[max(k for k in _T975 if k <= df)]      # rounded down: a larger (never optimistic) quantile
-
-
-def compare_seeds(a, b, *, paired: bool = False) -> dict:
-    r"""Is arm ``a`` different from arm ``b``, given each one's results over several seeds?
-
-    ``a`` and ``b`` are per-seed values (at least 2 each). Returns the difference of the means
-    :math:`d = \bar a - \bar b`, the ``noise``: the half-width of a 95% confidence interval for it,
-
-    .. math::  t_{0.975,\,n_a + n_b - 2}\,\sqrt{s_a^2 / n_a + s_b^2 / n_b}
-
-    (:math:`s` the sample standard deviation over seeds; a table of t quantiles, rounded down to
-    the nearest tabulated degrees of freedom, so never optimistic), and ``exceeds_noise``: :math:`|d| >`
-    noise. With 3 seeds per arm the noise is about 2.3 standard deviations; with 2 seeds, 4.3:
-    two seeds can only show large differences.
-
-    ``paired=True`` is for arms run with the *same* seeds, in the same order, where a seed fixes
-    what both arms share (initial weights, batch order): the noise is then that of the per-seed
-    differences :math:`d_i = a_i - b_i`, :math:`t_{0.975,\,n-1}\, s_d / \sqrt{n}`, which removes the
-    seed-to-seed variation the two arms have in common.
-    """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.ndim != 1 or b.ndim != 1 or len(a) < 2 or len(b) < 2:
-        raise ValueError(f"need at least 2 per-seed values for each arm, got shapes {a.shape} and {b.shape}")
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError("per-seed values must be finite")
-    d = float(a.mean() - b.mean())
-    if paired:
-        if len(a) != len(b):
-            raise ValueError(f"paired comparison needs one value per seed in each arm, got {len(a)} and {len(b)}")
-        noise = _t975(len(a) - 1) * float((a - b).std(ddof=1) / np.sqrt(len(a)))
-    else:
-        noise = _t975(len(a) + len(b) - 2) * float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
-    return {"difference": d, "noise": noise, "exceeds_noise": abs(d) > noise}
-
-
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     r"""Linear centered kernel alignment (Kornblith et al. 2019): how alike two representations are.
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdutils import checkpoint, data, fullrun, loader, metrics, models
+from kdutils import checkpoint, data, fullrun, loader, models, stats
 
 
 def make_cifar_fixture(root, n_per_batch=20, n_test=30, seed=0):
@@ -239,7 +239,7 @@ def test_two_processes_train_resume_after_a_kill_and_match_one_process(tmp_path)
     for role in ("scratch", "distilled"):
         a = [r["accuracy"] for r in one_r["seeds"] if r["model"] == role]
         b = [r["accuracy"] for r in two_r["seeds"] if r["model"] == role]
-        verdict = metrics.compare_seeds(b, a)
+        verdict = stats.compare_seeds(b, a)
         assert not verdict["exceeds_noise"], f"{role}: 2 processes {b} vs 1 process {a}: {verdict}"
     state = torch.load(ckpt / "distilled.pt", weights_only=True)
     assert state["config"]["world_size"] == 2 and len(state["loader_rng"]) == 2, "each process's batch order is kept"

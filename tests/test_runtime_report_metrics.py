@@ -134,32 +134,38 @@ def test_ece_perfect_and_overconfident():
     assert metrics.expected_calibration_error(z, labels) == pytest.approx(0.3, abs=1e-5)
 
 
-def test_compare_seeds_against_direct_computation():
-    a, b = [0.70, 0.72, 0.71], [0.60, 0.58, 0.59]
-    r = metrics.compare_seeds(a, b)
-    assert r["difference"] == pytest.approx(0.71 - 0.59)
-    # Welch-style standard error, t quantile for 4 degrees of freedom (scipy.stats.t.ppf(0.975, 4) = 2.776)
-    se = np.sqrt(np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 3)
-    assert r["noise"] == pytest.approx(2.776 * se)
-    assert r["exceeds_noise"] is True
-    # a gap inside the interval is noise, whatever its sign
-    r = metrics.compare_seeds([0.70, 0.75, 0.65], [0.69, 0.70, 0.71])
-    assert r["exceeds_noise"] is False and r["difference"] == pytest.approx(0.0)
-    assert metrics.compare_seeds(b, a)["difference"] == pytest.approx(-0.12)
-    # two seeds per arm: t for 2 degrees of freedom, so the same spread needs a larger gap
-    assert metrics.compare_seeds([0.70, 0.72], [0.60, 0.58])["noise"] == pytest.approx(4.303 * np.sqrt(0.0002 / 2 + 0.0002 / 2))
-    scipy_t = pytest.importorskip("scipy.stats").t
-    assert all(abs(metrics._t975(df) - scipy_t.ppf(0.975, df)) < 1e-3 for df in (1, 2, 4, 10, 30))
-    assert metrics._t975(11) == 2.228 >= scipy_t.ppf(0.975, 11) and metrics._t975(100) >= scipy_t.ppf(0.975, 100)
-    # paired seeds: a consistent per-seed gap is real even when the seeds themselves vary a lot
-    a, b = [0.29, 0.24, 0.24], [0.24, 0.17, 0.17]
-    assert not metrics.compare_seeds(a, b)["exceeds_noise"]
-    p = metrics.compare_seeds(a, b, paired=True)
-    d = np.subtract(a, b)
-    assert p["exceeds_noise"] and p["noise"] == pytest.approx(4.303 * d.std(ddof=1) / np.sqrt(3))
-    with pytest.raises(ValueError, match="one value per seed"):
-        metrics.compare_seeds([0.7, 0.6, 0.5], [0.6, 0.5], paired=True)
-    with pytest.raises(ValueError, match="at least 2"):
-        metrics.compare_seeds([0.7], [0.6, 0.5])
-    with pytest.raises(ValueError, match="finite"):
-        metrics.compare_seeds([0.7, float("nan")], [0.6, 0.5])
+
+
+def test_primary_claims_assert_at_full_record_at_smoke_and_land_in_the_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_PROFILE", "full")
+    monkeypatch.delenv("KD_CLAIMS", raising=False)
+    claims = report.Claims("98_claims", directory=tmp_path)
+    assert claims.check("big", 0.3 > 0.1, "a beats b", effect=0.3, noise=0.1, seeds=3) is True
+    with pytest.raises(AssertionError, match="primary claim 'small' fails: c beats d.*effect -0.02"):
+        claims.check("small", False, "c beats d", effect=-0.02, noise=0.05)
+    with pytest.raises(ValueError, match="already checked"):
+        claims.check("big", True, "again")
+    on_disk = json.loads((tmp_path / "98_claims.claims.json").read_text())
+    assert on_disk["profile"] == "full" and on_disk["claims"]["small"]["holds"] is False
+    assert on_disk["claims"]["big"]["evidence"] == {"seeds": 3} and on_disk["claims"]["big"]["effect"] == 0.3
+    saved = json.loads(report.save_results("98_claims", {"x": 1}, directory=tmp_path).read_text())
+    assert set(saved["claims"]) == {"big", "small"}
+    # a sweep records every claim without stopping at the first that fails; the smoke profile never asserts
+    monkeypatch.setenv("KD_CLAIMS", "record")
+    assert report.Claims("98_sweep", directory=tmp_path).check("x", False, "fails quietly") is False
+    monkeypatch.setenv("KD_CLAIMS", "assert")
+    monkeypatch.setenv("KD_PROFILE", "smoke")
+    assert report.Claims("98_smoke", directory=tmp_path).check("x", False, "too small to hold") is False
+    monkeypatch.setenv("KD_CLAIMS", "sometimes")
+    with pytest.raises(ValueError, match="KD_CLAIMS"):
+        report.claims_enforced()
+
+
+def test_secondary_findings_are_recorded_never_asserted(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KD_PROFILE", "full")
+    monkeypatch.delenv("KD_CLAIMS", raising=False)
+    claims = report.Claims("98_secondary", directory=tmp_path)
+    assert claims.secondary("gap", False, "T = 1 beats T = 20", alpha=0.5) is False
+    assert "in this run, no: T = 1 beats T = 20" in capsys.readouterr().out
+    rec = json.loads((tmp_path / "98_secondary.claims.json").read_text())["claims"]["gap"]
+    assert rec["primary"] is False and rec["holds"] is False and rec["evidence"] == {"alpha": 0.5}
