@@ -119,11 +119,23 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(d_model, d_model)
 
     def forward(self, x):
+        return self.step(x, None)[0]
+
+    def step(self, x, kv):
+        """Attention of the new positions ``x`` (B, L, D) over the cached keys and values ``kv`` of the
+        positions before them (None: no past) and over themselves, causally; returns (output, new kv)."""
         B, L, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=2)
         q, k, v = (t.view(B, L, self.n_head, D // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+        if kv is not None:
+            k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
+        past = k.shape[2] - L
+        if past == 0:
+            y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:       # new position i sees the past and the new positions up to itself
+            mask = torch.ones(L, past + L, dtype=torch.bool, device=x.device).tril(past)
+            y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(B, L, D)), (k, v)
 
 
 class Block(nn.Module):
@@ -136,6 +148,11 @@ class Block(nn.Module):
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
         return x + self.mlp(self.ln2(x))
+
+    def step(self, x, kv):
+        a, kv = self.attn.step(self.ln1(x), kv)
+        x = x + a
+        return x + self.mlp(self.ln2(x)), kv
 
 
 class GPT(nn.Module):
@@ -156,6 +173,21 @@ class GPT(nn.Module):
         x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
         for block in self.blocks:
             x = block(x)
+        return self.head(self.ln_f(x))
+
+    def step(self, idx, cache: list):
+        """Next-token logits (B, n, vocab) of the new tokens ``idx`` (B, n) that follow the ones in
+        ``cache`` (a list of each block's keys and values, ``[]`` to start; updated in place). With a KV
+        cache, writing L tokens one at a time runs L positions instead of the 1 + 2 + ... + L that rerunning
+        the prefix costs; the logits equal ``forward``'s on the whole sequence."""
+        past = cache[0][0].shape[2] if cache else 0
+        if past + idx.shape[1] > self.block_size:
+            raise ValueError(f"sequence length {past + idx.shape[1]} exceeds block_size {self.block_size}")
+        x = self.tok(idx) + self.pos(torch.arange(past, past + idx.shape[1], device=idx.device))
+        if not cache:
+            cache.extend([None] * len(self.blocks))
+        for i, block in enumerate(self.blocks):
+            x, cache[i] = block.step(x, cache[i])
         return self.head(self.ln_f(x))
 
     @torch.no_grad()   # not inference_mode: the generated tokens may be fed to a model in training

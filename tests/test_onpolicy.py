@@ -102,7 +102,8 @@ def test_sample_keeps_the_prompt_stops_at_eos_and_counts_its_cost():
     out = onpolicy.sample(model, prompt, plen, eos=br.EOS, pad=br.PAD, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out, script.expand(3, -1)), "the prompt kept, the script continued, <pad> after <eos>"
     assert model.training, "the model's training mode is restored"
-    assert model.positions == onpolicy.generation_tokens(3, br.BLOCK), "no KV cache: step j reruns j positions"
+    assert model.positions == onpolicy.generation_tokens(3, br.BLOCK, kv_cache=False), \
+        "a model without a step method has no KV cache: step j reruns j positions"
     other = row(C, C).expand(3, -1).clone()       # a different prompt is kept as given, even if the model disagrees
     assert torch.equal(onpolicy.sample(model, other, plen, eos=br.EOS, pad=br.PAD)[:, :3], other[:, :3])
     with pytest.raises(ValueError, match="temperature"):
@@ -143,5 +144,28 @@ def test_teacher_log_probs_are_a_fixed_grade():
 
 
 def test_generation_tokens():
-    assert onpolicy.generation_tokens(1, 4) == 1 + 2 + 3
-    assert onpolicy.generation_tokens(10, 26) == 10 * 25 * 26 // 2
+    assert onpolicy.generation_tokens(1, 4, kv_cache=False) == 1 + 2 + 3
+    assert onpolicy.generation_tokens(10, 26, kv_cache=False) == 10 * 25 * 26 // 2
+    assert onpolicy.generation_tokens(10, 26) == 10 * 25
+
+
+def test_kv_cache_gives_the_same_logits_and_tokens_as_rerunning_the_prefix():
+    torch.manual_seed(0)
+    model = GPT(len(br.VOCAB), br.BLOCK, n_layer=2, d_model=32).eval()
+    seq = br.sentences(6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = model(seq)
+        cache = []
+        one_by_one = torch.cat([model.step(seq[:, j:j + 1], cache) for j in range(seq.shape[1])], dim=1)
+        cache = []                                  # a prefill of 5 tokens, then two blocks of several at once
+        chunks = torch.cat([model.step(seq[:, :5], cache), model.step(seq[:, 5:9], cache), model.step(seq[:, 9:], cache)], 1)
+    assert torch.allclose(one_by_one, full, atol=1e-5) and torch.allclose(chunks, full, atol=1e-5)
+    with pytest.raises(ValueError, match="exceeds block_size"):
+        model.step(seq[:, :1], cache)
+    prompt, plen = br.prompts(br.sentences(300, generator=torch.Generator().manual_seed(2)), 6,
+                              generator=torch.Generator().manual_seed(3))
+    cached = onpolicy.sample(model, prompt, plen, eos=br.EOS, pad=br.PAD, generator=torch.Generator().manual_seed(4))
+    rerun = onpolicy.sample(model, prompt, plen, eos=br.EOS, pad=br.PAD, generator=torch.Generator().manual_seed(4),
+                            kv_cache=False)
+    assert torch.equal(cached, rerun), "the same tokens, drawn with the same generator"
+    assert model.training is False
