@@ -282,8 +282,9 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
 
     The teacher is trained once (``cfg.seed``). ``student_seeds`` (default: ``cfg.seed`` alone) trains
     the scratch and distilled students once per seed (its initial weights and its batches), so that
-    ``out["seeds"]`` can say whether distillation beat scratch by more than the seed-to-seed noise;
-    ``table``, ``histories`` and ``logits`` are those of the first seed.
+    ``out["seeds"]`` can say whether distillation beat scratch by more than the seed-to-seed noise
+    (``out["per_class"]``: each model's test accuracy per class, per seed); ``table``, ``histories``
+    and ``logits`` are those of the first seed.
 
     ``cfg.n_labeled``: the students have the labels of only the first ``n_labeled`` training images,
     as when a team distils a teacher trained elsewhere with every label. The teacher trains on all
@@ -336,7 +337,7 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
     test_loader = DeviceLoader(x_te, y_te, batch_size=1024, device=device, augment=False, shuffle=False,
                                mean=stats.mean.flatten(), std=stats.std.flatten())
     labels = y_te.to(device)
-    results, per_seed, histories, logits, models_ = [], [], {}, {}, {}
+    results, per_seed, per_class, histories, logits, models_ = [], [], [], {}, {}, {}
     jobs = [("teacher", cfg.seed)] + [(role, s) for s in seeds for role in ("scratch", "distilled")]
     for role, seed in jobs:
         run_cfg = cfg if seed == cfg.seed else replace(cfg, seed=seed)
@@ -353,11 +354,14 @@ def run(cfg: RunConfig, *, checkpoint_dir: str | os.PathLike, data_root: str | o
                "accuracy": metrics.accuracy(z, labels),
                "agreement with teacher": metrics.top1_agreement(z, logits["teacher"]) if role != "teacher" else 1.0}
         per_seed.append({"seed": seed, **row})
+        per_class += [{"seed": seed, "model": role, "class": c, "accuracy": (z.argmax(-1)[labels == c] == c).float().mean().item()}
+                      for c in range(int(labels.max()) + 1)]
         if first:
             models_[role], histories[role], logits[role] = model, hist, z
             results.append({**row, "train seconds": info["train_seconds"], "images/s": info["images_per_s"],
                             "precision": info["precision"], "resumed from epoch": info["resumed_from_epoch"]})
     return {"table": pd.DataFrame(results).set_index("model"), "seeds": pd.DataFrame(per_seed),
+            "per_class": pd.DataFrame(per_class),
             "histories": histories, "logits": {k: v.cpu() for k, v in logits.items()}, "labels": y_te.cpu(),
             "config": asdict(cfg), "student_seeds": seeds, "teacher_model": models_["teacher"],
             "student_model": models_["distilled"], "device": str(device), "processes": world}
