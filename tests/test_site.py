@@ -46,6 +46,18 @@ def test_results_page_renders_scalars_records_and_the_run(tmp_path):
         site.results_page(tmp_path / "empty", ["01_a"])
 
 
+def test_results_page_lists_the_primary_claims_not_the_secondary(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_CLAIMS", "record")
+    claims = report.Claims("03_c", directory=tmp_path)
+    claims.check("big", True, "KD beats scratch")
+    claims.check("small", False, "T = 1 beats T = 20 everywhere")
+    claims.secondary("aside", True, "an aside of this run")
+    report.save_results("03_c", {"accuracy": 0.9}, directory=tmp_path)
+    page = site.results_page(tmp_path, ["03_c"])
+    assert "| KD beats scratch | yes |" in page and "| T = 1 beats T = 20 everywhere | NO |" in page
+    assert "an aside of this run" not in page
+
+
 def _executed(tmp_path, name="03_x.ipynb", **run):
     nb = nbformat.v4.new_notebook()
     nb.cells = [

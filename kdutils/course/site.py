@@ -275,6 +275,11 @@ def results_page(results_dir: Path, notebooks: list[str]) -> str:
         lines += [f"Profile **{data.get('profile')}**, seed **{data.get('seed')}**, device **{data.get('device')}**, "
                   f"torch {data.get('torch')}, saved {str(data.get('saved_at', '?')).replace('T', ' ')}. "
                   f"The notebook: [{stem}](notebooks/{stem}.ipynb).", ""]
+        claims = data.get("claims") or {}
+        primary = [(c.get("statement", name), c.get("holds")) for name, c in claims.items() if c.get("primary", True)]
+        if primary:
+            lines += ["**Primary claims** (stated before the run, checked by it):", ""] + _table(
+                ["claim", "held in this run"], [[statement, "yes" if holds else "NO"] for statement, holds in primary])
         scalars, tables = [], []
         for key, value in _flatten(data.get("metrics", {})):
             (tables if _is_records(value) else scalars).append((key, value))
