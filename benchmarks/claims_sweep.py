@@ -71,7 +71,7 @@ def table(paths, seeds, out: Path) -> tuple[list[dict], str]:
             ratio = None
             if seed0 and seed0.get("effect") is not None and seed0.get("noise"):
                 ratio = abs(seed0["effect"]) / seed0["noise"]
-            first = next(per_seed[s][name] for s in seeds if name in per_seed[s])
+            first = next(per_seed[s][name] for s in reversed(seeds) if name in per_seed[s])   # the latest version
             rows.append({"notebook": stem, "claim": name, "statement": first["statement"],
                          "primary": first.get("primary", True), "held": len(held),
                          "seeds": len(swept), "failed at": failed,
