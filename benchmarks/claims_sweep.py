@@ -97,6 +97,7 @@ def main():
     ap.add_argument("--rerun", action="store_true", help="run again what already finished in --out")
     ap.add_argument("--report-only", action="store_true", help="print the table of what is in --out")
     args = ap.parse_args()
+    args.out = args.out.resolve()       # the kernels run in the notebooks' folder: a relative path would land there
     paths = [p.resolve() for p in args.notebooks]
     for p in paths:
         if not p.exists():
