@@ -71,9 +71,9 @@ def table(paths, seeds, out: Path) -> tuple[list[dict], str]:
             ratio = None
             if seed0 and seed0.get("effect") is not None and seed0.get("noise"):
                 ratio = abs(seed0["effect"]) / seed0["noise"]
-            first = next(per_seed[s][name] for s in reversed(seeds) if name in per_seed[s])   # the latest version
-            rows.append({"notebook": stem, "claim": name, "statement": first["statement"],
-                         "primary": first.get("primary", True), "held": len(held),
+            latest = next(per_seed[s][name] for s in reversed(seeds) if name in per_seed[s])   # its wording, kind
+            rows.append({"notebook": stem, "claim": name, "statement": latest["statement"],
+                         "primary": latest.get("primary", True), "held": len(held),
                          "seeds": len(swept), "failed at": failed,
                          "seed 0": None if seed0 is None else seed0["holds"], "seed-0 effect / noise": ratio})
     lines = ["| notebook | claim | kind | held / seeds (≠ 0) | failed at | seed 0 | effect/noise at 0 |",

@@ -75,7 +75,6 @@ def fidelity_report(student_logits, teacher_logits, labels) -> dict:
     }
 
 
-# two-sided 95% quantiles of Student's t, by degrees of freedom
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     r"""Linear centered kernel alignment (Kornblith et al. 2019): how alike two representations are.
 

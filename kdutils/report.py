@@ -75,7 +75,8 @@ class Claims:
     def __init__(self, notebook: str, *, directory: str | os.PathLike | None = None):
         _check_name(notebook)
         self.notebook = notebook
-        self.directory = Path(directory) if directory is not None else None
+        self.path = (Path(directory) if directory is not None else runtime.results_dir()) / f"{notebook}.claims.json"
+        self.run = {"profile": runtime.profile(), "seed": runtime.seed()}
         self.records: dict[str, dict] = {}
         _CLAIMS[notebook] = self
 
@@ -93,14 +94,11 @@ class Claims:
         if name in self.records:
             raise ValueError(f"claim {name!r} of {self.notebook} was already checked in this run")
         holds = bool(holds)
-        record = {"statement": statement, "primary": primary, "holds": holds, "effect": effect, "noise": noise,
-                  "evidence": to_jsonable(evidence)}
-        self.records[name] = to_jsonable(record)
-        directory = self.directory if self.directory is not None else runtime.results_dir()
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(directory / f"{self.notebook}.claims.json", json.dumps(
-            {"name": self.notebook, **{k: v for k, v in runtime.describe().items() if k in ("profile", "seed")},
-             "claims": self.records}, indent=2, allow_nan=False))
+        record = self.records[name] = to_jsonable({"statement": statement, "primary": primary, "holds": holds,
+                                                   "effect": effect, "noise": noise, "evidence": evidence})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path, json.dumps({"name": self.notebook, **self.run, "claims": self.records},
+                                                indent=2, allow_nan=False))
         size = "" if effect is None else f" (effect {effect:+.3g}" + ("" if noise is None else f", noise {noise:.3g}") + ")"
         if primary:
             print(f"primary claim {'holds' if holds else 'FAILS'}: {statement}{size}")

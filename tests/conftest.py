@@ -21,6 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SLOW_FIXTURES = {"assigned", "simulations"}      # each executes notebooks (otter assign, the Colab simulation)
 
 
+def load_script(relative: str):
+    """A script of the repository that is not in a package (``.ci/stages.py``, ``benchmarks/...``) as a module."""
+    import importlib.util
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def pytest_configure(config):
     # no test writes to the user's real ~/.cache: make test points this at build/test-cache
     os.environ.setdefault("KD_CACHE_DIR", str(ROOT / "build" / "test-cache"))

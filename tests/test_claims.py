@@ -1,10 +1,9 @@
 """The claims protocol: every experiment notebook registers a few primary claims, and the seed sweep counts them."""
-import importlib.util
-import json
 import re
 from pathlib import Path
 
 import nbformat
+from conftest import load_script
 
 from kdutils import report
 
@@ -26,13 +25,6 @@ def test_every_experiment_notebook_checks_a_few_primary_claims_under_its_own_nam
         assert not re.search(r"^if FULL:\s*(#.*)?\n\s+assert ", code, re.M), f"{path.name}: an 'if FULL: assert' left"
 
 
-def _sweep_module():
-    spec = importlib.util.spec_from_file_location("claims_sweep", ROOT / "benchmarks" / "claims_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_sweep_table_counts_each_claim_over_seeds_and_flags_the_weak(tmp_path, monkeypatch):
     monkeypatch.setenv("KD_CLAIMS", "record")
     outcomes = {0: (True, True), 1: (True, False), 2: (True, True)}        # seed: (robust claim, fragile claim)
@@ -45,7 +37,7 @@ def test_sweep_table_counts_each_claim_over_seeds_and_flags_the_weak(tmp_path, m
     # seed 3 stopped before its second claim: that claim counts as failed there
     monkeypatch.setenv("KD_SEED", "3")
     report.Claims("03_demo", directory=tmp_path / "seed3" / "results").check("robust", True, "KD beats scratch")
-    sweep = _sweep_module()
+    sweep = load_script("benchmarks/claims_sweep.py")
     rows, md = sweep.table([Path("03_demo.ipynb")], [0, 1, 2, 3], tmp_path)
     by = {r["claim"]: r for r in rows}
     assert (by["robust"]["held"], by["robust"]["seeds"], by["robust"]["failed at"]) == (3, 3, [])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import run_cli
+from conftest import load_script, run_cli
 
 from kdutils.course import colab
 
@@ -243,11 +243,7 @@ def test_notebook_ends_with_takeaways_and_references_and_has_an_exercise_with_it
 
 
 def _stages():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("stages", ROOT / ".ci" / "stages.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(".ci/stages.py")
 
 
 def test_stage_table_sums_the_stages_and_names_a_failure(tmp_path, capsys):
