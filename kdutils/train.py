@@ -51,6 +51,7 @@ class FitResult:
     fed: torch.Tensor        # the first batch of inputs exactly as the loop fed them to the model
     steps: int               # optimiser steps taken
     objective: str = ""      # what the loop minimised, in words (labels only, or distillation and its settings)
+    seed: int | None = None  # the seed that ordered the batches (sensors.distil also initialises its student with it)
 
 
 @torch.inference_mode()
@@ -163,4 +164,4 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
     model.eval()
     # every row this model has been trained on, as digests (data.row_digests): a test-set leak is checkable
     model.kd_trained_rows = getattr(model, "kd_trained_rows", frozenset()) | row_digests(inputs)
-    return FitResult(history=pd.DataFrame(rows), fed=fed, steps=done, objective=objective)
+    return FitResult(history=pd.DataFrame(rows), fed=fed, steps=done, objective=objective, seed=seed)

@@ -38,6 +38,7 @@ def test_fit_supervised_learns_and_is_deterministic():
     assert all(torch.equal(a, b) for a, b in zip(w, w2)), "same seed, same weights"
     assert r.fed.shape == (100, 10) and r.steps == 5 * 4     # 400 rows, batches of 100
     assert r.objective == "cross-entropy on the labels (no teacher)"
+    assert r.seed == 3, "the run records the seed that ordered its batches"
 
 
 def test_fit_distillation_matches_teacher_and_uses_teacher_inputs():
