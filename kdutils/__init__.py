@@ -17,6 +17,7 @@ Modules, each one concept:
 * ``tasks``    -- the toy instruction language of notebook 06
 * ``brackets`` -- a language whose grammar lives in what was written (two kinds of brackets), notebook 08
 * ``onpolicy`` -- on-policy distillation: the student samples, the teacher grades every token it wrote
+* ``speculative`` -- speculative sampling: a draft proposes, the target verifies; acceptance = 1 - TV
 * ``zoo``      -- trained teachers the course reuses, trained once and cached
 * ``loader``   -- batches of images kept on the device, augmented there (the full run's data path)
 * ``checkpoint`` -- atomic saves and safe (weights_only) loads that refuse a bad file and leave it alone
