@@ -16,6 +16,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 .PHONY: run unit test check lab venv clean info assignments grade site site-check
 
 # pytest as the tests run it: the smoke profile, results and caches under build/ (never ~/.cache)
+LINT   := $(VENV)/bin/ruff check --quiet
 PYTEST := env KD_PROFILE=smoke KD_RESULTS_DIR=$(CURDIR)/build/test-results KD_CACHE_DIR=$(CURDIR)/build/test-cache \
   KD_WHEELHOUSE=$(abspath $(WHEELHOUSE)) MPLBACKEND=Agg $(PY) -m pytest -q
 # make check's stages are timed into this table (.ci/stages.py: the standard library only, so it can
@@ -48,8 +49,9 @@ run: $(STAMP)
 	$(PY) -m kdutils run
 
 ## make unit: the loop while editing kdutils or the tooling: every test that starts no kernel, sandbox,
-## browser or other process (pytest -m "not slow"), in a minute or two
+## browser or other process (pytest -m "not slow"), in a minute or two, after the linter (ruff, pyproject.toml)
 unit: $(STAMP)
+	$(LINT)
 	$(PYTEST) -m "not slow" tests --durations=5
 
 ## make test: every test: the unit tests, then the slow suites (every notebook executed once at the smoke
@@ -65,6 +67,7 @@ test: $(STAMP)
 check:
 	@$(PYTHON) .ci/stages.py reset $(TIMINGS)
 	@$(STAGE) install -- $(MAKE) --no-print-directory venv
+	@$(STAGE) lint -- $(LINT)
 	@$(STAGE) "unit tests" -- $(PYTEST) -m "not slow" tests --durations=5
 	@$(STAGE) "notebooks at smoke, opened alone on Colab" -- $(PYTEST) tests/test_colab_simulation.py --durations=5
 	@$(STAGE) "grading in sandboxes" -- $(PYTEST) -m slow tests/test_grading.py --durations=5

@@ -89,8 +89,9 @@ def main():
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows).set_index(["V", "method"])
-    ratios = pd.DataFrame({"peak memory chunked/dense": table.xs("chunked", level="method")["peak MiB"] / table.xs("dense", level="method")["peak MiB"],
-                           "time chunked/dense": table.xs("chunked", level="method")["seconds"] / table.xs("dense", level="method")["seconds"]})
+    chunked, dense = table.xs("chunked", level="method"), table.xs("dense", level="method")
+    ratios = pd.DataFrame({"peak memory chunked/dense": chunked["peak MiB"] / dense["peak MiB"],
+                           "time chunked/dense": chunked["seconds"] / dense["seconds"]})
     print(f"\n{args.tokens} tokens, hidden {args.hidden}, chunk {args.chunk}, forward + backward, teacher given as hidden states + weight")
     print(table[["peak MiB", "seconds"]].round(2).to_string())
     print(ratios.round(3).to_string())

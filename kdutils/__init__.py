@@ -3,6 +3,7 @@
 Modules, each one concept:
 
 * ``runtime``  -- profile (smoke/full), seed, device, Colab, where results go
+* ``checks``   -- the input checks and reductions every loss and metric shares (one place)
 * ``losses``   -- KL, soft cross-entropy, Hinton's distillation loss, generalized JSD
 * ``feature_losses`` -- FitNets hints (with a regressor), hidden-state cosine, attention transfer
 * ``token_losses`` -- language models at scale: top-k (sparse) teachers with a tail bucket, a chunked

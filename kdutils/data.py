@@ -217,7 +217,9 @@ def load_cifar10(root: str | os.PathLike, *, download: bool = True):
 def load_digits32():
     """The embedded 8x8 digits as CIFAR-shaped uint8 images (3 x 32 x 32), for the offline fallback."""
     d = load_digits(seed=0)
-    to32 = lambda x: (F.interpolate(x, size=32, mode="bilinear", align_corners=False).clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    def to32(x):
+        x = F.interpolate(x, size=32, mode="bilinear", align_corners=False).clamp(0, 1)
+        return (x * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     return to32(d.x_train), d.y_train, to32(d.x_test), d.y_test
 
 

@@ -12,7 +12,8 @@ inputs:
 * ``compare_inputs``: per-channel mean, std, fraction of exact zeros, min and max side by side, with
   the standardised difference |a - b| / pooled std of each statistic's values over examples.
 * ``two_sample_auc``: a classifier two-sample test. A logistic regression on the raw values and
-  the per-channel statistics tries to tell the two samples apart; cross-validated ROC AUC near 0.5 means it cannot (same distribution), near 1.0
+  the per-channel statistics tries to tell the two samples apart; cross-validated ROC AUC near 0.5 means
+  it cannot (same distribution), near 1.0
   means the student was fed something else.
 * ``check_student_inputs``: both, with a verdict, raising ``ValueError`` on request.
 """

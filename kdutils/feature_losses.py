@@ -38,35 +38,20 @@ Bad input raises ``ValueError`` naming it: non-tensors, integer dtypes, NaN/inf,
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import losses
+from . import checks
 
-REDUCTIONS = ("mean", "sum", "none")
+REDUCTIONS = checks.FEATURE_REDUCTIONS
 
 
 # --------------------------------------------------------------------------- input checks
 
-def _check_features(name: str, features) -> torch.Tensor:
-    if not isinstance(features, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of features, got {type(features).__name__}")
-    if not features.is_floating_point():
-        raise ValueError(f"{name} must be floating-point features, got dtype {features.dtype}")
-    if features.dim() < 2:
-        raise ValueError(f"{name} must have a batch dimension first, shape (B, ...); got {tuple(features.shape)}")
-    if losses._CHECK_VALUES and not torch.isfinite(features).all():
-        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
-    if features.dtype in (torch.float16, torch.bfloat16):
-        features = features.float()
-    return features
-
-
 def _check_pair(student_features, teacher_features, *, what: str = "features"):
     """Both checked; the teacher's detached. Shapes must be equal."""
-    s = _check_features(f"student_{what}", student_features)
-    t = _check_features(f"teacher_{what}", teacher_features).detach()
+    s = checks.features(f"student_{what}", student_features)
+    t = checks.features(f"teacher_{what}", teacher_features).detach()
     if s.shape != t.shape:
         raise ValueError(
             f"student and teacher {what} must have the same shape, got {tuple(s.shape)} (student) vs "
@@ -74,14 +59,6 @@ def _check_pair(student_features, teacher_features, *, what: str = "features"):
             f"kdutils.feature_losses.hint_regressor({tuple(s.shape[1:])}, {tuple(t.shape[1:])}) (a learned 1x1 "
             "convolution, trained with the student); the losses never broadcast one shape to the other")
     return s, t
-
-
-def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if reduction == "none":
-        return values
-    return values.sum() if reduction == "sum" else values.mean()
 
 
 # --------------------------------------------------------------------------- the regressor
@@ -113,7 +90,7 @@ def hint_loss(student_features, teacher_features, *, reduction="mean"):
     Equals ``F.mse_loss(r(F_s), F_t.detach(), reduction=...)``.
     """
     s, t = _check_pair(student_features, teacher_features)
-    return _reduce((s - t).pow(2), reduction)
+    return checks.reduce_features((s - t).pow(2), reduction)
 
 
 def cosine_loss(student_hidden, teacher_hidden, *, reduction="mean", eps=1e-8):
@@ -123,7 +100,7 @@ def cosine_loss(student_hidden, teacher_hidden, *, reduction="mean", eps=1e-8):
     student's hidden state points where the teacher's does, whatever its length; at most 2.
     """
     s, t = _check_pair(student_hidden, teacher_hidden, what="hidden states")
-    return _reduce(1 - F.cosine_similarity(s.flatten(1), t.flatten(1), dim=1, eps=eps), reduction)
+    return checks.reduce_features(1 - F.cosine_similarity(s.flatten(1), t.flatten(1), dim=1, eps=eps), reduction)
 
 
 def attention_map(features, *, p=2.0):
@@ -131,8 +108,8 @@ def attention_map(features, *, p=2.0):
 
     ``(B, C, *spatial)`` -> ``(B, prod(spatial))``.
     """
-    features = _check_features("features", features)
-    p = losses._scalar("p", p)
+    features = checks.features("features", features)
+    p = checks.scalar("p", p)
     if p <= 0:
         raise ValueError(f"p must be > 0, got {p!r}")
     if features.dim() < 3:
@@ -146,10 +123,10 @@ def attention_transfer_loss(student_features, teacher_features, *, p=2.0, reduct
     L = mean_j (Q_s,j - Q_t,j)^2 per example, Q = ``attention_map(F, p=p)``. The channel counts may
     differ; the spatial shapes (everything after the channels) must match.
     """
-    s = _check_features("student_features", student_features)
-    t = _check_features("teacher_features", teacher_features).detach()
+    s = checks.features("student_features", student_features)
+    t = checks.features("teacher_features", teacher_features).detach()
     if s.dim() < 3 or s.dim() != t.dim() or s.shape[0] != t.shape[0] or s.shape[2:] != t.shape[2:]:
         raise ValueError(f"attention transfer needs feature maps (B, C, *spatial) with the same batch and spatial "
                          f"shape (channels may differ), got {tuple(s.shape)} (student) vs {tuple(t.shape)} (teacher): "
                          "pool the larger map (F.adaptive_avg_pool1d/2d) or pick layers of the same resolution")
-    return _reduce((attention_map(s, p=p) - attention_map(t, p=p)).pow(2).mean(1), reduction)
+    return checks.reduce_features((attention_map(s, p=p) - attention_map(t, p=p)).pow(2).mean(1), reduction)

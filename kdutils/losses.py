@@ -21,7 +21,8 @@ that puts zero probability on a class give finite values and gradients. Half-pre
 
 Bad input raises ``ValueError`` naming the problem, never a silent wrong number: shapes, dtypes,
 NaN/inf logits, a temperature <= 0, alpha or beta outside [0, 1], labels outside [0, C) other than
--100. Scalars may be Python, NumPy or 0-d tensor numbers.
+``ignore_index`` (-100). Scalars may be Python, NumPy or 0-d tensor numbers. The checks and the
+reductions are ``kdutils.checks``, shared with the feature and token losses and the metrics.
 
 The teacher is a target: its logits are detached, so no gradient ever flows into the teacher
 (``F.kl_div`` would pass one to its ``target``). For mutual learning, where both models learn,
@@ -30,133 +31,13 @@ call the loss twice with the roles swapped.
 from __future__ import annotations
 
 import math
-import numbers
-from contextlib import contextmanager
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-REDUCTIONS = ("batchmean", "sum", "none")
-_CHECK_VALUES = True
+from . import checks
 
-
-@contextmanager
-def skip_value_checks():
-    """Skip the NaN/inf check inside hot training loops.
-
-    Checking that logits are finite reads a value back from the device: one synchronisation per
-    call on a GPU. Shape, dtype and option checks stay on. Use it where the inputs are already
-    trusted, e.g. ``kdutils.fullrun``'s training step.
-    """
-    global _CHECK_VALUES
-    previous, _CHECK_VALUES = _CHECK_VALUES, False
-    try:
-        yield
-    finally:
-        _CHECK_VALUES = previous
-
-
-# --------------------------------------------------------------------------- input checks
-
-def _check_logits(name: str, logits) -> torch.Tensor:
-    if not isinstance(logits, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of logits, got {type(logits).__name__}")
-    if not logits.is_floating_point():
-        raise ValueError(f"{name} must be floating-point logits, got integer dtype {logits.dtype} "
-                         "(pass raw model outputs, not class indices)")
-    if logits.dim() < 1 or logits.shape[-1] < 1:
-        raise ValueError(f"{name} must have a class dimension last, shape (..., C); got {tuple(logits.shape)}")
-    if _CHECK_VALUES and not torch.isfinite(logits).all():
-        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
-    return logits
-
-
-def _check_pair(student_logits, teacher_logits):
-    """Both checked; returns the teacher's logits detached: the teacher is a target, never trained."""
-    _check_logits("student_logits", student_logits)
-    _check_logits("teacher_logits", teacher_logits)
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student and teacher logits must have the same shape, got "
-                         f"{tuple(student_logits.shape)} (student) vs {tuple(teacher_logits.shape)} (teacher)")
-    return teacher_logits.detach()
-
-
-def _scalar(name, value) -> float:
-    """A Python, NumPy or 0-d tensor real number as a float; ValueError for anything else."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
-            raise ValueError(f"{name} must be a single real number, got a {value.dtype} tensor of shape {tuple(value.shape)}")
-        value = value.item()
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
-
-
-def _check_temperature(temperature) -> float:
-    value = _scalar("temperature", temperature)
-    if value <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    return value
-
-
-def _check_unit(name, value) -> float:
-    number = _scalar(name, value)
-    if not 0.0 <= number <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return number
-
-
-def _check_labels(labels, logits) -> torch.Tensor:
-    """Class indices in [0, C), or -100 for unlabeled positions, with the logits' leading shape."""
-    if not isinstance(labels, torch.Tensor):
-        raise ValueError(f"labels must be a torch.Tensor of class indices, got {type(labels).__name__}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
-    if tuple(labels.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(f"labels must have the logits' leading shape {tuple(logits.shape[:-1])}, got {tuple(labels.shape)}")
-    labels = labels.long()
-    if _CHECK_VALUES:
-        classes = logits.shape[-1]
-        bad = labels[(labels != -100) & ((labels < 0) | (labels >= classes))]
-        if bad.numel():
-            raise ValueError(f"labels must be class indices in [0, {classes}) or -100 (unlabeled); got "
-                             f"{sorted(set(bad.unique()[:5].tolist()))}")
-    return labels
-
-
-def _check_mask(mask, leading_shape):
-    if mask is None:
-        return None
-    if not isinstance(mask, torch.Tensor):
-        raise ValueError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
-    if tuple(mask.shape) != tuple(leading_shape):
-        raise ValueError(f"mask must have the logits' leading shape {tuple(leading_shape)}, got {tuple(mask.shape)}")
-    return mask.to(torch.bool)
-
-
-def _log_probs(logits, temperature):
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    return F.log_softmax(logits / temperature, dim=-1)
-
-
-def _reduce(per_position: torch.Tensor, reduction: str, mask: torch.Tensor | None) -> torch.Tensor:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if mask is not None:
-        per_position = per_position.masked_fill(~mask, 0.0)
-    if reduction == "none":
-        return per_position
-    total = per_position.sum()
-    if reduction == "sum":
-        return total
-    if mask is None:
-        return total / max(per_position.numel(), 1)
-    return total / mask.sum().clamp_min(1).to(total.dtype)
+from .checks import REDUCTIONS, skip_value_checks  # noqa: F401  (re-exported: part of this module's API)
 
 
 def _kl_from_log_probs(log_p, log_q):
@@ -175,15 +56,15 @@ def kl_divergence(student_logits, teacher_logits, *, temperature=1.0, direction=
 
     Forward KL equals ``F.kl_div(log_softmax(s/T), log_softmax(t/T), log_target=True)``.
     """
-    teacher_logits = _check_pair(student_logits, teacher_logits)
-    temperature = _check_temperature(temperature)
+    teacher_logits = checks.logit_pair(student_logits, teacher_logits)
+    temperature = checks.temperature(temperature)
     if direction not in ("forward", "reverse"):
         raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
-    mask = _check_mask(mask, student_logits.shape[:-1])
-    log_s = _log_probs(student_logits, temperature)
-    log_t = _log_probs(teacher_logits, temperature)
+    mask = checks.mask(mask, student_logits.shape[:-1])
+    log_s = checks.log_probs(student_logits, temperature)
+    log_t = checks.log_probs(teacher_logits, temperature)
     per_position = _kl_from_log_probs(log_t, log_s) if direction == "forward" else _kl_from_log_probs(log_s, log_t)
-    return _reduce(per_position, reduction, mask)
+    return checks.reduce(per_position, reduction, mask)
 
 
 def soft_cross_entropy(student_logits, teacher_logits, *, temperature=1.0, reduction="batchmean", mask=None):
@@ -194,16 +75,16 @@ def soft_cross_entropy(student_logits, teacher_logits, *, temperature=1.0, reduc
     H(p_t^T) does not depend on the student, so this loss and ``kl_divergence`` have the same
     gradient with respect to the student's logits.
     """
-    teacher_logits = _check_pair(student_logits, teacher_logits)
-    temperature = _check_temperature(temperature)
-    mask = _check_mask(mask, student_logits.shape[:-1])
-    log_s = _log_probs(student_logits, temperature)
-    p_t = _log_probs(teacher_logits, temperature).exp()
-    return _reduce(-(p_t * log_s).sum(-1), reduction, mask)
+    teacher_logits = checks.logit_pair(student_logits, teacher_logits)
+    temperature = checks.temperature(temperature)
+    mask = checks.mask(mask, student_logits.shape[:-1])
+    log_s = checks.log_probs(student_logits, temperature)
+    p_t = checks.log_probs(teacher_logits, temperature).exp()
+    return checks.reduce(-(p_t * log_s).sum(-1), reduction, mask)
 
 
 def distillation_loss(student_logits, teacher_logits, labels=None, *, temperature=4.0, alpha=0.9,
-                      soft="kl", reduction="batchmean", mask=None):
+                      soft="kl", reduction="batchmean", mask=None, ignore_index=checks.IGNORE_INDEX):
     r"""Hinton et al. (2015): a soft term on the teacher's targets plus a hard term on the labels.
 
     L = alpha * T^2 * soft(p_t^T, p_s^T) + (1 - alpha) * CE(labels, softmax(z_s))
@@ -212,39 +93,39 @@ def distillation_loss(student_logits, teacher_logits, labels=None, *, temperatur
     gradient. The soft term's gradient shrinks as 1/T^2, so the T^2 factor keeps the two terms'
     relative weight independent of T. ``labels`` (class indices, the leading shape) may be
     ``None`` only with ``alpha = 1``: pure distillation, for an unlabeled transfer set.
-    Positions whose label is -100 (unlabeled transfer data) get the soft term only; with
-    ``"batchmean"`` each term is averaged over its own positions, so the hard term equals
-    ``F.cross_entropy(..., ignore_index=-100)``.
+    Positions whose label is ``ignore_index`` (-100: unlabeled transfer data) get the soft term only;
+    with ``"batchmean"`` each term is averaged over its own positions, so the hard term equals
+    ``F.cross_entropy(..., ignore_index=ignore_index)``.
     """
-    teacher_logits = _check_pair(student_logits, teacher_logits)
-    temperature = _check_temperature(temperature)
-    alpha = _check_unit("alpha", alpha)
+    teacher_logits = checks.logit_pair(student_logits, teacher_logits)
+    temperature = checks.temperature(temperature)
+    alpha = checks.unit("alpha", alpha)
     if soft not in ("kl", "ce"):
         raise ValueError(f"soft must be 'kl' or 'ce', got {soft!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    mask = _check_mask(mask, student_logits.shape[:-1])
-    log_s = _log_probs(student_logits, temperature)
-    log_t = _log_probs(teacher_logits, temperature)
+    mask = checks.mask(mask, student_logits.shape[:-1])
+    log_s = checks.log_probs(student_logits, temperature)
+    log_t = checks.log_probs(teacher_logits, temperature)
     soft = _kl_from_log_probs(log_t, log_s) if soft == "kl" else -(log_t.exp() * log_s).sum(-1)
     soft_term = temperature ** 2 * soft
     if alpha == 1:
-        return _reduce(soft_term, reduction, mask)
+        return checks.reduce(soft_term, reduction, mask)
     if labels is None:
         raise ValueError(f"labels are required when alpha < 1 (alpha={alpha}); pass alpha=1.0 for "
                          "pure distillation on unlabeled data")
-    labels = _check_labels(labels, student_logits)
+    labels = checks.labels(labels, student_logits, ignore_index=ignore_index)
     logits = student_logits.float() if student_logits.dtype in (torch.float16, torch.bfloat16) else student_logits
     hard_term = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                reduction="none").reshape(labels.shape)
-    labeled = labels != -100
+                                reduction="none", ignore_index=ignore_index).reshape(labels.shape)
+    labeled = labels != ignore_index
     if mask is not None:
         labeled = labeled & mask
     if reduction == "none":
-        return alpha * _reduce(soft_term, "none", mask) + (1 - alpha) * hard_term.masked_fill(~labeled, 0.0)
+        return alpha * checks.reduce(soft_term, "none", mask) + (1 - alpha) * hard_term.masked_fill(~labeled, 0.0)
     # each term is reduced over its own positions: the soft term over every (unmasked) position,
-    # the hard term over the labeled ones only, as F.cross_entropy(ignore_index=-100) does
-    return alpha * _reduce(soft_term, reduction, mask) + (1 - alpha) * _reduce(hard_term, reduction, labeled)
+    # the hard term over the labeled ones only, as F.cross_entropy(ignore_index=...) does
+    return alpha * checks.reduce(soft_term, reduction, mask) + (1 - alpha) * checks.reduce(hard_term, reduction, labeled)
 
 
 def generalized_jsd(student_logits, teacher_logits, *, beta=0.5, temperature=1.0, reduction="batchmean", mask=None):
@@ -259,12 +140,12 @@ def generalized_jsd(student_logits, teacher_logits, *, beta=0.5, temperature=1.0
     (Inside (0, 1) the value is bounded by log 2 and tends to 0 towards either end, so the
     endpoints are defined separately, not as limits.) beta = 0.5 is the ordinary JSD.
     """
-    teacher_logits = _check_pair(student_logits, teacher_logits)
-    temperature = _check_temperature(temperature)
-    beta = _check_unit("beta", beta)
-    mask = _check_mask(mask, student_logits.shape[:-1])
-    log_s = _log_probs(student_logits, temperature)
-    log_t = _log_probs(teacher_logits, temperature)
+    teacher_logits = checks.logit_pair(student_logits, teacher_logits)
+    temperature = checks.temperature(temperature)
+    beta = checks.unit("beta", beta)
+    mask = checks.mask(mask, student_logits.shape[:-1])
+    log_s = checks.log_probs(student_logits, temperature)
+    log_t = checks.log_probs(teacher_logits, temperature)
     if beta == 0:
         per_position = _kl_from_log_probs(log_t, log_s)          # forward KL
     elif beta == 1:
@@ -272,4 +153,4 @@ def generalized_jsd(student_logits, teacher_logits, *, beta=0.5, temperature=1.0
     else:
         log_m = torch.logsumexp(torch.stack([log_t + math.log(beta), log_s + math.log(1 - beta)]), dim=0)
         per_position = beta * _kl_from_log_probs(log_t, log_m) + (1 - beta) * _kl_from_log_probs(log_s, log_m)
-    return _reduce(per_position, reduction, mask)
+    return checks.reduce(per_position, reduction, mask)

@@ -13,29 +13,22 @@ from __future__ import annotations
 
 import torch
 
-from .losses import _check_logits, _check_pair, kl_divergence
-
-
-def _check_labels(logits, labels):
-    if not isinstance(labels, torch.Tensor) or labels.is_floating_point():
-        raise ValueError("labels must be an integer tensor of class indices")
-    if tuple(labels.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(f"labels shape {tuple(labels.shape)} does not match logits' leading shape "
-                         f"{tuple(logits.shape[:-1])}")
+from . import checks
+from .losses import kl_divergence
 
 
 @torch.no_grad()
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of positions where the arg-max class equals the label."""
-    _check_logits("logits", logits)
-    _check_labels(logits, labels)
+    checks.logits("logits", logits)
+    checks.labels(labels, logits, ignore_index=None)
     return (logits.argmax(-1) == labels.to(logits.device)).float().mean().item()
 
 
 @torch.no_grad()
 def top1_agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
     """Fraction of inputs on which student and teacher predict the same class."""
-    _check_pair(student_logits, teacher_logits)
+    checks.logit_pair(student_logits, teacher_logits)
     return (student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean().item()
 
 
@@ -48,8 +41,8 @@ def predictive_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) ->
 @torch.no_grad()
 def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, *, n_bins: int = 15) -> float:
     """ECE with ``n_bins`` equal-width confidence bins (Guo et al. 2017)."""
-    _check_logits("logits", logits)
-    _check_labels(logits, labels)
+    checks.logits("logits", logits)
+    checks.labels(labels, logits, ignore_index=None)
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     probs = logits.float().softmax(-1).reshape(-1, logits.shape[-1])

@@ -40,8 +40,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import losses
-from .losses import REDUCTIONS
+from . import checks, losses
 
 TAILS = ("bucket", "renormalize")
 
@@ -78,12 +77,12 @@ def topk_cache(teacher_logits: torch.Tensor, k: int, *, temperature: float = 1.0
     """The teacher's k most probable tokens per position at ``temperature``: ``(indices int32,
     log_probs float16)``, each ``(..., k)``; 6k bytes per token. The log-probabilities are normalised
     over the full vocabulary, so the dropped mass is ``1 - exp(log_probs).sum(-1)``."""
-    losses._check_logits("teacher_logits", teacher_logits)
-    T = losses._check_temperature(temperature)
+    checks.logits("teacher_logits", teacher_logits)
+    T = checks.temperature(temperature)
     if not isinstance(k, int) or not 1 <= k <= teacher_logits.shape[-1]:
         raise ValueError(f"k must be an integer in [1, {teacher_logits.shape[-1]}] (the vocabulary), got {k!r}")
     with torch.no_grad():
-        log_p = losses._log_probs(teacher_logits, T)
+        log_p = checks.log_probs(teacher_logits, T)
         values, indices = log_p.topk(k, dim=-1)
     return indices.to(torch.int32), values.to(torch.float16)
 
@@ -103,21 +102,21 @@ def topk_kl_divergence(student_logits, teacher_indices, teacher_log_probs, *, te
     full vocabulary (``topk_cache`` makes both). The student is softened with the same ``temperature``.
     Never negative; equals ``kl_divergence`` (dense) when k = V.
     """
-    losses._check_logits("student_logits", student_logits)
-    T = losses._check_temperature(temperature)
+    checks.logits("student_logits", student_logits)
+    T = checks.temperature(temperature)
     if tail not in TAILS:
         raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
     if not isinstance(teacher_indices, torch.Tensor) or teacher_indices.is_floating_point() or teacher_indices.dtype == torch.bool:
         raise ValueError(f"teacher_indices must be an integer tensor of token ids, got "
                          f"{getattr(teacher_indices, 'dtype', type(teacher_indices).__name__)}")
-    losses._check_logits("teacher_log_probs", teacher_log_probs)
+    checks.logits("teacher_log_probs", teacher_log_probs)
     lead, k, V = student_logits.shape[:-1], teacher_indices.shape[-1], student_logits.shape[-1]
     if teacher_indices.shape != teacher_log_probs.shape or teacher_indices.shape[:-1] != lead:
         raise ValueError(f"teacher_indices {tuple(teacher_indices.shape)} and teacher_log_probs {tuple(teacher_log_probs.shape)} "
                          f"must both be (..., k) with the student's leading shape {tuple(lead)}")
     if k > V:
         check_vocab(V, k)
-    if losses._CHECK_VALUES:
+    if checks.values_checked():
         if teacher_indices.numel() and (teacher_indices.min() < 0 or teacher_indices.max() >= V):
             raise ValueError(f"teacher_indices must be token ids in [0, {V:,}) (the student's vocabulary), got "
                              f"{int(teacher_indices.min())}..{int(teacher_indices.max())}: a teacher with a larger vocabulary? "
@@ -125,15 +124,15 @@ def topk_kl_divergence(student_logits, teacher_indices, teacher_log_probs, *, te
         if (teacher_log_probs > 1e-3).any() or (teacher_log_probs.float().exp().sum(-1) > 1 + 1e-2).any():
             raise ValueError("teacher_log_probs must be log-probabilities (<= 0, summing to at most 1 per position): "
                              "pass log_softmax(teacher_logits / T) of the kept tokens, not raw logits")
-    mask = losses._check_mask(mask, lead)
+    mask = checks.mask(mask, lead)
     indices = teacher_indices.long()
-    log_q_all = losses._log_probs(student_logits, T)
+    log_q_all = checks.log_probs(student_logits, T)
     log_q = log_q_all.gather(-1, indices)                                   # the student on the kept tokens
     log_p = teacher_log_probs.detach().to(log_q.dtype).clamp(max=0.0)
     if tail == "renormalize":
         log_p = log_p - torch.logsumexp(log_p, -1, keepdim=True)
         log_q = log_q - torch.logsumexp(log_q, -1, keepdim=True)
-        return losses._reduce((log_p.exp() * (log_p - log_q)).sum(-1), reduction, mask)
+        return checks.reduce((log_p.exp() * (log_p - log_q)).sum(-1), reduction, mask)
     per_position = (log_p.exp() * (log_p - log_q)).sum(-1)                # the kept tokens
     if k < V:   # the tail bucket (k = V: nothing is dropped, no tail term)
         # the teacher's dropped mass from its cached (maybe float16) values, kept >= ~1e-7 against rounding;
@@ -141,14 +140,14 @@ def topk_kl_divergence(student_logits, teacher_indices, teacher_log_probs, *, te
         log_tail_p = _log1mexp(torch.logsumexp(log_p, -1).clamp(max=-1e-7))
         log_tail_q = log_q_all.scatter(-1, indices, float("-inf")).logsumexp(-1)
         per_position = per_position + log_tail_p.exp() * (log_tail_p - log_tail_q)
-    return losses._reduce(per_position, reduction, mask)
+    return checks.reduce(per_position, reduction, mask)
 
 
 def truncated_kl(student_logits, teacher_indices, teacher_log_probs, *, temperature=1.0):
     r"""The naive top-k loss, shown for what goes wrong: :math:`\sum_{i \in K} p_i \log(p_i/q_i)` per
     position, the teacher's tail dropped, *not* a divergence (it can be negative). Per-position values."""
-    T = losses._check_temperature(temperature)
-    log_q = losses._log_probs(student_logits, T).gather(-1, teacher_indices.long())
+    T = checks.temperature(temperature)
+    log_q = checks.log_probs(student_logits, T).gather(-1, teacher_indices.long())
     log_p = teacher_log_probs.detach().float()
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
@@ -206,7 +205,7 @@ class _Chunked(torch.autograd.Function):
 
 def chunked_kl_divergence(student_hidden, student_weight, teacher_logits=None, *, teacher_hidden=None,
                           teacher_weight=None, student_bias=None, teacher_bias=None, divergence="forward", beta=0.5,
-                          temperature=1.0, reduction="batchmean", mask=None, labels=None, ignore_index=-100,
+                          temperature=1.0, reduction="batchmean", mask=None, labels=None, ignore_index=checks.IGNORE_INDEX,
                           chunk_size=512):
     r"""A token-level divergence between the student's logits ``h_s W_s^T (+ b_s)`` and the teacher's,
     computed ``chunk_size`` tokens at a time: the ``(N, V)`` logits never exist, values and gradients
@@ -226,8 +225,8 @@ def chunked_kl_divergence(student_hidden, student_weight, teacher_logits=None, *
                          f"(N,), use the dense loss for 'none'), got {reduction!r}")
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-    T = losses._check_temperature(temperature)
-    beta = losses._check_unit("beta", beta)
+    T = checks.temperature(temperature)
+    beta = checks.unit("beta", beta)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
     for name, t in (("student_hidden", student_hidden), ("student_weight", student_weight)):
@@ -242,7 +241,7 @@ def chunked_kl_divergence(student_hidden, student_weight, teacher_logits=None, *
         raise ValueError("give the teacher's logits, or its hidden states and weight (teacher_hidden, teacher_weight), not both")
     h_t = w_t = None
     if teacher_logits is not None:
-        losses._check_logits("teacher_logits", teacher_logits)
+        checks.logits("teacher_logits", teacher_logits)
         check_vocab(V, teacher_logits.shape[-1])
         if teacher_logits.shape[:-1] != lead:
             raise ValueError(f"teacher_logits {tuple(teacher_logits.shape)} must have the student's leading shape {tuple(lead)}")
@@ -256,7 +255,7 @@ def chunked_kl_divergence(student_hidden, student_weight, teacher_logits=None, *
         h_t, w_t = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1]), teacher_weight.detach()
         teacher_bias = teacher_bias.detach() if teacher_bias is not None else None
     include = torch.ones(h_s.shape[0], dtype=torch.bool, device=h_s.device)
-    mask = losses._check_mask(mask, lead)
+    mask = checks.mask(mask, lead)
     if mask is not None:
         include &= mask.reshape(-1)
     if labels is not None:

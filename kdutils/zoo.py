@@ -13,7 +13,8 @@ submission loads the teacher in milliseconds; on a laptop or Colab the first cal
 ==========================  =============================================================
 ``mnist1d_cnn()``           ``models.MNIST1DCNN()`` on MNIST-1D, 60 epochs (assignment 3's teacher)
 ``mnist1d_mlp()``           ``models.MLP()`` on MNIST-1D's labels, 60 epochs (assignment 3's scratch student)
-``sensors_cnn()``           ``models.MNIST1DCNN(in_channels=2, channels=32)`` on ``sensors.two_sensors()``, 30 epochs (assignment 2's teacher)
+``sensors_cnn()``           ``models.MNIST1DCNN(in_channels=2, channels=32)`` on ``sensors.two_sensors()``, 30 epochs
+                            (assignment 2's teacher)
 ``instruction_gpt()``       ``models.GPT`` (2 layers, d_model 64) following all four instructions of ``tasks`` (assignment 4's teacher)
 ``bracket_gpt()``           ``models.GPT`` (2 layers, d_model 64) writing the bracket language of ``brackets`` (notebook 08's teacher)
 ==========================  =============================================================

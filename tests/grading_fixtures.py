@@ -120,7 +120,8 @@ A6_BUGS = {   # each function with its shipped bug put back: bug -> (the questio
     "bug_sampling_temperature": ("q4", "sampling temperature used", "def rollout_kl",
                                  'tau = cfg["kd_temperature"]', 'tau = cfg["sampling_temperature"]'),
     "bug_micro_batch_mean": ("q5", "per-micro-batch normalisation", "def accumulate",
-                             "loss = (per_token * mask).sum() / n_tokens", "loss = (per_token * mask).sum() / mask.sum() / len(micro_batches)"),
+                             "loss = (per_token * mask).sum() / n_tokens",
+                             "loss = (per_token * mask).sum() / mask.sum() / len(micro_batches)"),
     "bug_padding_in_mean": ("q6", "padding in the mean", "def token_kl",
                             "return (per_token * mask).sum() / mask.sum()  # SOLUTION NO PROMPT", "return (per_token * mask).mean()"),
     "bug_clamped_truncated_kl": ("q7", "clamp on a truncated KL", "def topk_kl",
@@ -157,14 +158,19 @@ A3_Q1 = "student = models.MLP()\ntrain.fit(student"
 A3_BUGS = {   # (marker, old, new)
     "bug_teacher_as_student": ("T_choice, alpha_choice =", "student = models.MLP()\ntrain.fit(student,",
                                "student = models.MLP()\ntrain.fit(models.MLP(),"),
-    "bug_target_lowered": ("T_choice, alpha_choice =", "T_choice, alpha_choice = 4.0, 0.9", "TARGET = 0.5\nT_choice, alpha_choice = 4.0, 0.0"),
+    "bug_target_lowered": ("T_choice, alpha_choice =", "T_choice, alpha_choice = 4.0, 0.9",
+                           "TARGET = 0.5\nT_choice, alpha_choice = 4.0, 0.0"),
 }
-A3_BUGS["bug_teacher_as_student"] = ("T_choice, alpha_choice =", "student = models.MLP()\ntrain.fit(student, mnist.x_train, mnist.y_train, teacher=teacher, transfer_x=x_transfer,\n"
-                                     "          temperature=T_choice, alpha=alpha_choice, epochs=6, lr=2e-2, schedule=\"cosine\", seed=0, progress=False)",
+A3_BUGS["bug_teacher_as_student"] = ("T_choice, alpha_choice =",
+                                     "student = models.MLP()\ntrain.fit(student, mnist.x_train, mnist.y_train, "
+                                     "teacher=teacher, transfer_x=x_transfer,\n"
+                                     "          temperature=T_choice, alpha=alpha_choice, epochs=6, lr=2e-2, "
+                                     "schedule=\"cosine\", seed=0, progress=False)",
                                      "class Student(models.MLP):          # a wrapper that answers with the teacher\n"
                                      "    def forward(self, x):\n        return teacher(x)\nstudent = Student()")
 A3_FAIR = [   # correct, written differently: a two-panel horizontal-bar figure; a later experiment reusing `student`
-    ("fig = ax.get_figure()", 'ax = report_table.plot.bar(rot=0, ylim=(0, 1), title="Accuracy and agreement with the teacher")\nfig = ax.get_figure()',
+    ("fig = ax.get_figure()",
+     'ax = report_table.plot.bar(rot=0, ylim=(0, 1), title="Accuracy and agreement with the teacher")\nfig = ax.get_figure()',
      'fig, axes = plt.subplots(1, 2, figsize=(8, 3))\nfor ax, col in zip(axes, ["accuracy", "agreement"]):\n'
      '    ax.barh(list(report_table.index), report_table[col].astype(float))\n    ax.set_title(col)'),
 ]
@@ -184,7 +190,8 @@ train.fit(student, mnist.x_train, mnist.y_train, teacher=teacher, transfer_x=x_t
 
 
 # a2's Question 1 check run on rows of the training set, not on the batch the loop fed
-A2_CHECKS_X_TRAIN = [("buggy_check = diagnose", "diagnose.check_student_inputs(buggy_run.fed,", "diagnose.check_student_inputs(x_train[:200],")]
+A2_CHECKS_X_TRAIN = [("buggy_check = diagnose", "diagnose.check_student_inputs(buggy_run.fed,",
+                      "diagnose.check_student_inputs(x_train[:200],")]
 # Question 1's student trained on the training and the test rows (a leak that inflates its test accuracy)
 A3_TEST_LEAK = [("train.fit(student, mnist.x_train", "train.fit(student, mnist.x_train, mnist.y_train,",
                  "train.fit(student, torch.cat([mnist.x_train, mnist.x_test]), torch.cat([mnist.y_train, mnist.y_test]),")]

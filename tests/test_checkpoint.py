@@ -8,7 +8,8 @@ CONFIG = {"dataset": "digits32", "lr": 0.1}
 
 
 def state(**extra):
-    return {"config": CONFIG, "model": {"w": torch.ones(2)}, "opt": {}, "sched": {"last_epoch": 3}, "loader_rng": torch.zeros(4, dtype=torch.uint8),
+    return {"config": CONFIG, "model": {"w": torch.ones(2)}, "opt": {}, "sched": {"last_epoch": 3},
+            "loader_rng": torch.zeros(4, dtype=torch.uint8),
             "history": [{"epoch": 1, "test_acc": 0.5}], "epoch": 1, "seconds": 1.5, **extra}
 
 

@@ -116,11 +116,13 @@ def _build_a1(dist: Path, subs: Path, mark: str):
     stu = dist / fx.A1 / "student" / f"{fx.A1}.ipynb"
     shutil.copy(sol, subs / "solution.ipynb")
     shutil.copy(stu, subs / "untouched_student.ipynb")
-    fx.edit(sol, subs / "fair_keyword_call.ipynb", [("def distillation_loss", "soft = kl_divergence(student_logits, teacher_logits, T)",
-                                                     "soft = kl_divergence(student_logits=student_logits, teacher_logits=teacher_logits, T=T)")])
+    fx.edit(sol, subs / "fair_keyword_call.ipynb", [
+        ("def distillation_loss", "soft = kl_divergence(student_logits, teacher_logits, T)",
+         "soft = kl_divergence(student_logits=student_logits, teacher_logits=teacher_logits, T=T)")])
     fx.edit(sol, subs / "fair_reuses_names.ipynb", append=['student, teacher = "my notes", None\ngrad_kl = grad_ce = 0'])
-    fx.edit(sol, subs / "fair_float32.ipynb", [("def kl_divergence", f"F.log_softmax({who}_logits / T, dim=-1)", f"F.log_softmax({who}_logits.float() / T, dim=-1)")
-                                               for who in ("student", "teacher")])
+    fx.edit(sol, subs / "fair_float32.ipynb", [
+        ("def kl_divergence", f"F.log_softmax({who}_logits / T, dim=-1)", f"F.log_softmax({who}_logits.float() / T, dim=-1)")
+        for who in ("student", "teacher")])
     fx.fresh_notebook(sol, subs / "fair_fresh_notebook.ipynb")
     shutil.copy(sol, subs / "UPPER_CASE.IPYNB")
     (subs / "carol_1234").mkdir()
@@ -141,13 +143,17 @@ def _build_a1(dist: Path, subs: Path, mark: str):
         fx.edit(sol, subs / f"{name}.ipynb", [(marker, old, new)])
     fx.edit(sol, subs / "careless_syntax_error.ipynb", [("def soft_cross_entropy", "def soft_cross_entropy(", "def soft_cross_entropy((")])
     fx.edit(sol, subs / "careless_infinite_loop.ipynb", [("quiz_answer =", "quiz_answer =", "while True:\n    pass\nquiz_answer =")])
-    fx.edit(sol, subs / "careless_stubborn_loop.ipynb", [("dirichlet = torch", "dirichlet = torch",
-                                                          "total = sum(range(10**13))  # minutes of C code that never looks at a signal\ndirichlet = torch")])
-    fx.edit(sol, subs / "careless_exits.ipynb", [("def distillation_loss", "def distillation_loss", "import os\nos._exit(3)\ndef distillation_loss")])
+    fx.edit(sol, subs / "careless_stubborn_loop.ipynb", [
+        ("dirichlet = torch", "dirichlet = torch",
+         "total = sum(range(10**13))  # minutes of C code that never looks at a signal\ndirichlet = torch")])
+    fx.edit(sol, subs / "careless_exits.ipynb", [
+        ("def distillation_loss", "def distillation_loss", "import os\nos._exit(3)\ndef distillation_loss")])
     fx.edit(sol, subs / "careless_deletes_its_files.ipynb", append=["import os\nfor f in os.listdir('.'):\n    os.remove(f)"])
     fx.edit(stu, subs / "hostile_rewrites_tests.ipynb", append=[
-        "import os\nos.makedirs('tests', exist_ok=True)\nfor q in range(1, 8):\n    open(f'tests/q{q}.py', 'w').write(f'name = \"q{q}\"\\npoints = 3\\n')"])
-    fx.edit(stu, subs / "hostile_update_score.ipynb", append=["import otter\ng = otter.Notebook()\nfor q in ('q1', 'q2', 'q3'):\n    g.update_score(q, 3)"])
+        "import os\nos.makedirs('tests', exist_ok=True)\nfor q in range(1, 8):\n"
+        "    open(f'tests/q{q}.py', 'w').write(f'name = \"q{q}\"\\npoints = 3\\n')"])
+    fx.edit(stu, subs / "hostile_update_score.ipynb", append=[
+        "import otter\ng = otter.Notebook()\nfor q in ('q1', 'q2', 'q3'):\n    g.update_score(q, 3)"])
     fx.edit(stu, subs / "hostile_reads_hidden.ipynb", append=[
         "import glob, shutil\nfor p in glob.glob('/**/autograder/**/*.py', recursive=True):\n    shutil.copy(p, '/tmp/')"])
     fx.edit(stu, subs / "hostile_patches_isclose.ipynb", append=[
@@ -291,7 +297,8 @@ def test_a1_class_graded_fairly_strictly_and_safely(assigned, tmp_path, monkeypa
         assert not any(h in student for h in HIDDEN_SOURCE), f"hidden-test source in {stem}.student.txt"
     for name, words in NAMED.items():
         assert words in (fb / f"{name}.ipynb.student.txt").read_text(), f"the feedback for {name} must say {words!r}"
-    assert "suspects = {" in (fb / "bug_constant.ipynb.instructor.txt").read_text() or "Error at line" in (fb / "bug_constant.ipynb.instructor.txt").read_text()
+    instructor = (fb / "bug_constant.ipynb.instructor.txt").read_text()
+    assert "suspects = {" in instructor or "Error at line" in instructor
 
     # nothing outside the sandboxes changed: submissions, autograder, the package, /tmp, $HOME; no process left
     assert _tree_digest(subs) == before_subs and _tree_digest(dist / fx.A1 / "autograder") == before_dist

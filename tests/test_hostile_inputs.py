@@ -3,11 +3,9 @@
 Environment knobs (``kdutils.runtime``), the command lines (``python -m kdutils``,
 ``python -m kdutils.fullrun``), checkpoints, caches and results files, and the losses' inputs.
 """
-import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 from conftest import run_cli
 import torch
 
-from kdutils import data, files, fullrun, losses, report, runtime
+from kdutils import data, fullrun, losses, report, runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 UNWRITABLE = "/proc/kdutils-cannot-write-here"     # unwritable even for root

@@ -276,3 +276,26 @@ def test_skip_value_checks_is_scoped(logits):
             L.kl_divergence(s, t[:, :3])                     # shape checks stay on
     with pytest.raises(ValueError, match="non-finite"):
         L.kl_divergence(bad, t)                              # and the value check is back afterwards
+
+
+def test_ignore_index_is_a_parameter_of_the_distillation_loss():
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 4), torch.randn(6, 4)
+    default = L.distillation_loss(s, t, torch.tensor([0, 1, -100, 3, -100, 2]), alpha=0.5)
+    other = L.distillation_loss(s, t, torch.tensor([0, 1, 9, 3, 9, 2]), alpha=0.5, ignore_index=9)
+    torch.testing.assert_close(default, other)
+    with pytest.raises(ValueError, match=r"\[0, 4\) or 9 \(unlabeled\)"):
+        L.distillation_loss(s, t, torch.tensor([0, 1, -100, 3, 9, 2]), alpha=0.5, ignore_index=9)
+
+
+def test_metrics_check_labels_as_the_losses_do():
+    from kdutils import metrics
+    logits = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\); got \[3\]"):
+        metrics.accuracy(logits, torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\); got \[-100\]"):
+        metrics.accuracy(logits, torch.tensor([0, 1, 2, -100]))     # every position of an accuracy is labeled
+    with pytest.raises(ValueError, match="leading shape"):
+        metrics.expected_calibration_error(logits, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="integer class indices"):
+        metrics.accuracy(logits, torch.zeros(4))

@@ -289,3 +289,20 @@ def test_stored_outputs_of_marked_cells_are_compared_as_nbval_would():
     wrong = colabsim.stored_output_mismatches(stored, nb(("x", "5\n"), ("y", None)))
     assert len(wrong) == 1 and "code cell 0" in wrong[0] and "'4'" in wrong[0] and "'5'" in wrong[0]
     assert "code cells" in colabsim.stored_output_mismatches(stored, nb(("x", "4\n")))[0]
+
+
+def test_no_module_of_kdutils_uses_another_module_s_private_names():
+    """One place for each thing: what two modules share is public (the loss checks live in
+    kdutils.checks), so a module never reaches into another's ``_name``."""
+    files = sorted((ROOT / "kdutils").rglob("*.py"))
+    modules = {f.stem for f in files} - {"__init__", "__main__"}
+    attribute = re.compile(r"(?<![\w.])(" + "|".join(sorted(modules)) + r")\.(_[A-Za-z]\w*)")   # not google.colab._x
+    imported = re.compile(r"^\s*from \.+[\w.]* import (.+)$", re.M)
+    found = []
+    for f in files:
+        text = f.read_text()
+        found += [f"{f.relative_to(ROOT)}: {m.group(0)}" for m in attribute.finditer(text)]
+        for m in imported.finditer(text):
+            names = [n.strip().split(" as ")[0] for n in m.group(1).strip("()").split(",")]
+            found += [f"{f.relative_to(ROOT)}: from ... import {n}" for n in names if n.startswith("_")]
+    assert not found, "private names used across modules: " + "; ".join(found)

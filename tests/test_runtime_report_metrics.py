@@ -54,7 +54,6 @@ def test_scale_full_on_cpu_and_gpu(monkeypatch):
 def test_seed_everything_seeds_torch_numpy_and_python():
     import random
 
-    import numpy as np
 
     def draw():
         return torch.randn(5), np.random.rand(5), [random.random() for _ in range(5)]

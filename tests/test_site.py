@@ -6,7 +6,6 @@ each defect it claims to, and that a site built here from the course's notebooks
 """
 import base64
 import io
-import json
 import os
 import shutil
 
@@ -38,7 +37,8 @@ def test_results_page_renders_scalars_records_and_the_run(tmp_path):
     info = runtime.describe()
     assert f"Profile **{info['profile']}**, seed **{info['seed']}**, device **{info['device']}**" in page
     for row in ("| accuracy | 0.9123 |", "| tiny | 1.000e-05 |", "| nested.gap | -0.25 |", "| note | a \\| b |",
-                "| arm | acc |", "| kd | 0.9 |", "| scratch | 0.8 |", "(20 values)", "| matrix | a 2 × 3 table of values (in the JSON file) |", "[01_a](notebooks/01_a.ipynb)"):
+                "| arm | acc |", "| kd | 0.9 |", "| scratch | 0.8 |", "(20 values)",
+                "| matrix | a 2 × 3 table of values (in the JSON file) |", "[01_a](notebooks/01_a.ipynb)"):
         assert row in page, row
     assert "| index |" not in page, "pandas' index column is left out"
     assert page.split("## 02_b")[1].strip().startswith("This notebook saves no results file")
@@ -157,7 +157,8 @@ def test_browser_check_catches_each_defect(tmp_path):
         '<p>Prices in code are fine: <code>$HOME and $5</code></p><pre>cost = $3 + $4</pre>'
         '<a href="other.html#here">a good link</a> <a href="#top">up</a> <a href="https://example.org/">out</a>')))
     (tmp_path / "other.html").write_text(FAKE_PAGE.format(title="defects", body=(
-        '<p id="here">the loss is $L = T^2 KL$ here</p><p>Other words come in between, many of them.</p><p>a sum $ <span class="math">x</span> $ half-rendered</p>'
+        '<p id="here">the loss is $L = T^2 KL$ here</p><p>Other words come in between, many of them.</p>'
+        '<p>a sum $ <span class="math">x</span> $ half-rendered</p>'
         '<img src="missing.png"><img src="https://cdn.example.org/x.png">'
         '<a href="gone.html">a broken link</a> <a href="index.html#nowhere">a broken anchor</a>'
         '<script>console.error("boom")</script>'
@@ -167,7 +168,8 @@ def test_browser_check_catches_each_defect(tmp_path):
     assert pages == ["index.html", "other.html"]
     assert not [p for p in problems if p.startswith("index.html")], problems
     text = "\n".join(problems)
-    for words in ("math left raw (a TeX delimiter in the text): 'the loss is $L = T^2 KL$", "sum $ x $ half-rendered", "image did not load: missing.png", "HTTP 404 for",
+    for words in ("math left raw (a TeX delimiter in the text): 'the loss is $L = T^2 KL$", "sum $ x $ half-rendered",
+                  "image did not load: missing.png", "HTTP 404 for",
                   "loads https://cdn.example.org/x.png from outside the site", "console error: boom",
                   "broken link to /gone.html", "broken link to index.html#nowhere (no such anchor)",
                   "shows a line of an assignment's solution or hidden tests"):

@@ -4,6 +4,7 @@ directions, JSD, a teacher given as logits or as hidden states); bad input named
 import pytest
 import torch
 
+from kdutils import checks
 from kdutils import losses as L
 from kdutils import token_losses as TL
 
@@ -19,7 +20,7 @@ def rand(*shape, seed=0, scale=1.0):
 def test_topk_with_k_equal_v_is_the_dense_kl(tail, T):
     s, t = rand(3, 5, 50, seed=1, scale=3), rand(3, 5, 50, seed=2, scale=3)
     idx, lp = TL.topk_cache(t, 50, temperature=T)
-    lp = L._log_probs(t, T).gather(-1, idx.long())         # full precision, to compare exactly
+    lp = checks.log_probs(t, T).gather(-1, idx.long())         # full precision, to compare exactly
     dense = L.kl_divergence(s, t, temperature=T, reduction="none")
     torch.testing.assert_close(TL.topk_kl_divergence(s, idx, lp, temperature=T, tail=tail, reduction="none"), dense)
 
@@ -27,8 +28,8 @@ def test_topk_with_k_equal_v_is_the_dense_kl(tail, T):
 def test_topk_bucket_against_its_formula():
     s, t = rand(4, 30, seed=3, scale=2), rand(4, 30, seed=4, scale=2)
     idx, _ = TL.topk_cache(t, 6)
-    lp = L._log_probs(t, 1.0).gather(-1, idx.long())
-    p, q = lp.exp(), L._log_probs(s, 1.0).gather(-1, idx.long()).exp()
+    lp = checks.log_probs(t, 1.0).gather(-1, idx.long())
+    p, q = lp.exp(), checks.log_probs(s, 1.0).gather(-1, idx.long()).exp()
     m_p, m_q = 1 - p.sum(-1), 1 - q.sum(-1)
     want = (p * (p / q).log()).sum(-1) + m_p * (m_p / m_q).log()
     torch.testing.assert_close(TL.topk_kl_divergence(s, idx, lp, reduction="none"), want)

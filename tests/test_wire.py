@@ -37,7 +37,9 @@ def test_values_arrive_as_plain_data():
     class Agree(torch.Tensor):
         @classmethod
         def __torch_function__(cls, func, types, args=(), kwargs=None):
-            return True if getattr(func, "__name__", "") in ("isclose", "allclose") else super().__torch_function__(func, types, args, kwargs or {})
+            if getattr(func, "__name__", "") in ("isclose", "allclose"):
+                return True
+            return super().__torch_function__(func, types, args, kwargs or {})
 
     class Yes(str):
         __eq__ = lambda self, other: True

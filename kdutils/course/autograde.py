@@ -247,7 +247,8 @@ def main():
                 again, score_again = run_tests(q, {n: owner[n] for n in rebound if n in owner})
                 if score_again > score:
                     results, score = again, score_again
-                    why += f" (with {', '.join(map(str, rebound))} as graded in {', '.join(sorted({owner[n] for n in rebound if n in owner}))})"
+                    graded_in = ", ".join(sorted({owner[n] for n in rebound if n in owner}))
+                    why += f" (with {', '.join(map(str, rebound))} as graded in {graded_in})"
         if best[q] is None or score > best[q]:
             best[q] = score
             emit(question=q, score=score, possible=possible[q], cell=at, when=why, results=results)

@@ -95,7 +95,7 @@ def _requirements() -> str:
     return "".join(f"{n}=={v}\n" for n, v in sorted(found.items()))
 
 
-def _wheel(into: Path) -> Path:
+def kdutils_wheel(into: Path) -> Path:
     """The kdutils wheel, built from this checkout (no dependencies: requirements.txt pins them)."""
     into.mkdir(parents=True, exist_ok=True)
     code = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
@@ -118,7 +118,7 @@ def build(name: str, dist: Path, wheel: Path | None = None) -> Path:
     target.mkdir(parents=True)
     torch = " ".join(f"{p}=={metadata.version(p).split('+')[0]}" for p in TORCH)
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = Path(wheel) if wheel is not None else _wheel(Path(tmp) / "wheels")
+        wheel = Path(wheel) if wheel is not None else kdutils_wheel(Path(tmp) / "wheels")
         out = target / f"{name}-gradescope.zip"
         with zipfile.ZipFile(out.with_suffix(".tmp"), "w", zipfile.ZIP_DEFLATED) as z:
             def text(path, body, mode=0o644):
@@ -143,10 +143,10 @@ def build(name: str, dist: Path, wheel: Path | None = None) -> Path:
 def results(row: dict, qs: dict[str, float], graded: dict) -> dict:
     """Gradescope's results.json: per question the score with the hidden tests' messages (shown once
     published), and the public tests' output (shown at once); never a hidden test's code."""
-    from .grading import _student_message
+    from .grading import student_message
 
     def show(rs):
-        return "\n".join(f"{r['name']}: " + ("passed" if r["passed"] else _student_message(r)) for r in rs)
+        return "\n".join(f"{r['name']}: " + ("passed" if r["passed"] else student_message(r)) for r in rs)
 
     tests = []
     for q, points in qs.items():

@@ -114,7 +114,7 @@ def test_sources(autograder_zip: Path) -> dict[str, str]:
     return out
 
 
-def _student_message(r: dict) -> str:
+def student_message(r: dict) -> str:
     """What a student may see of a failed test: the public test's message; for a hidden test only its
     failure message and the assertion's own text (never the test's source)."""
     if not r["hidden"]:
@@ -138,7 +138,7 @@ def _feedback(row: dict, qs: dict, graded: dict, cells: dict, tamper: list[str],
             if r["passed"]:
                 lines.append(f"  [{tag}] {r['name']}: passed")
             else:
-                msg = _student_message(r) if student else r["message"] + (f"\n  ({r['failure_message']})" if r["failure_message"] else "")
+                msg = student_message(r) if student else r["message"] + (f"\n  ({r['failure_message']})" if r["failure_message"] else "")
                 lines.append(f"  [{tag}] {r['name']}: {msg}".replace("\n", "\n    "))
         lines.append("")
     errors = [(i, c["error"]) for i, c in sorted(cells.items()) if c.get("error")]
@@ -539,6 +539,6 @@ def assign_all(names: list[str] | None = None, *, dist: Path | None = None, time
                 "seconds": round(time.perf_counter() - start, 1), "student version": str(target / "student")}
 
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        wheel = gradescope._wheel(Path(tmp))          # one kdutils wheel for every Gradescope zip
+        wheel = gradescope.kdutils_wheel(Path(tmp))          # one kdutils wheel for every Gradescope zip
         rows = list(pool.map(one, names or list_assignments(root)))
     return pd.DataFrame(rows)

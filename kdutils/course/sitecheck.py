@@ -137,7 +137,8 @@ def _secret_and_visible(master: Path) -> tuple[str, str]:
     """Split an otter master's text into what only instructors see and what the student version shows.
 
     Secret (otter's format): code between ``# BEGIN SOLUTION [NO PROMPT]`` / ``# END SOLUTION`` and lines
-    ending in ``# SOLUTION [NO PROMPT]`` (a ``# BEGIN PROMPT`` block, what the student sees instead, is visible); markdown answers inside a raw ``# BEGIN SOLUTION`` … ``# END SOLUTION`` block; test
+    ending in ``# SOLUTION [NO PROMPT]`` (a ``# BEGIN PROMPT`` block, what the student sees instead, is
+    visible); markdown answers inside a raw ``# BEGIN SOLUTION`` … ``# END SOLUTION`` block; test
     cells whose config says ``hidden: true``. Everything else is visible.
     """
     import nbformat

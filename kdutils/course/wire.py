@@ -198,7 +198,7 @@ class Endpoint:
             self._send({"re": rid, "ok": body, **extra}, out.blobs)
         except (ProtocolError, ChannelClosed, Timeout):
             raise
-        except BaseException as exc:        # noqa: BLE001: every failure goes back as an answer
+        except BaseException as exc:        # noqa: BLE001 (every failure goes back as an answer)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not self.trusted_peer:
                 raise
             try:
