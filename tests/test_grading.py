@@ -29,6 +29,28 @@ def test_assignment_list():
     assert ASSIGNMENTS == [fx.A1, fx.A2, fx.A3, fx.A4, fx.A5, fx.A6]
 
 
+def test_autograder_zip_is_read_once_and_a_broken_one_is_named(tmp_path):
+    import zipfile
+
+    def zipped(name, files):
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as z:
+            for file, text in files.items():
+                z.writestr(file, text)
+        return path
+
+    q1 = 'name = "q1"\npoints = 2\ntest_cases = []\n'
+    good = zipped("good.zip", {"tests/q1.py": q1, "tests/q2.py": 'name = "q2"\npoints = 1.5\n', "other.py": "x = 1"})
+    assert grading.questions(good) == {"q1": 2.0, "q2": 1.5}
+    assert grading.test_sources(good)["q1"] == q1
+    twice = zipped("twice.zip", {"tests/q1.py": q1, "tests/q1_copy.py": q1})
+    with pytest.raises(grading.GradingError, match="two test files for question 'q1'"):
+        grading.questions(twice)
+    nameless = zipped("nameless.zip", {"tests/q1.py": "points = 2\n"})
+    with pytest.raises(grading.GradingError, match="tests/q1.py sets no question name"):
+        grading.test_sources(nameless)
+
+
 def scores(**lost):
     """a1's full marks, minus what a submission should lose: scores(q1=0, q4=0)."""
     return {**FULL, **lost}
