@@ -134,6 +134,12 @@ def _train_next_token(model, batch, steps: int, *, generator: torch.Generator, l
         sched.step()
 
 
+def _gpt_recipe(vocab_size: int, block_size: int, **shape) -> str:
+    """The model's part of a cache key, from the very numbers that build it: a change of vocabulary,
+    block or width is a new key, never a stale teacher of the old shape."""
+    return f"GPT({vocab_size}, {block_size}, " + ", ".join(f"{k}={v}" for k, v in shape.items()) + ")"
+
+
 def instruction_gpt(lengths: tuple[int, int] = (3, 4)) -> nn.Module:
     """The course's small GPT, trained 300 steps to follow all four instructions of ``kdutils.tasks``
     on queries of ``lengths`` digits (AdamW, one-cycle schedule): the teacher of assignment 4."""
@@ -141,9 +147,11 @@ def instruction_gpt(lengths: tuple[int, int] = (3, 4)) -> nn.Module:
 
     V, block = len(tasks.VOCAB), 2 * lengths[1] + 2
 
+    shape = dict(n_layer=2, n_head=4, d_model=64)
+
     def make():
         runtime.seed_everything(0)
-        return models.GPT(V, block, n_layer=2, n_head=4, d_model=64)
+        return models.GPT(V, block, **shape)
 
     def batch(g):
         tokens, mask = tasks.mixed_batch(128, lengths, generator=g)
@@ -152,7 +160,7 @@ def instruction_gpt(lengths: tuple[int, int] = (3, 4)) -> nn.Module:
     def train(model):
         _train_next_token(model, batch, 300, generator=torch.Generator().manual_seed(0))
 
-    return cached("instruction-gpt", {"model": "GPT(V, block, n_layer=2, n_head=4, d_model=64)", "lengths": list(lengths),
+    return cached("instruction-gpt", {"model": _gpt_recipe(V, block, **shape), "lengths": list(lengths),
                                       "steps": 300, "batch": 128, "lr": 3e-3, "seed": 0}, make, train)
 
 
@@ -161,9 +169,11 @@ def bracket_gpt(steps: int = 1500) -> nn.Module:
     ``kdutils.brackets``, next-token cross-entropy on every token after <bos> up to <eos>: notebook 08's teacher."""
     from . import brackets, models
 
+    V, block, shape = len(brackets.VOCAB), brackets.BLOCK, dict(n_layer=2, n_head=4, d_model=64)
+
     def make():
         runtime.seed_everything(0)
-        return models.GPT(len(brackets.VOCAB), brackets.BLOCK, n_layer=2, n_head=4, d_model=64)
+        return models.GPT(V, block, **shape)
 
     def train(model):
         g = torch.Generator().manual_seed(0)
@@ -175,5 +185,5 @@ def bracket_gpt(steps: int = 1500) -> nn.Module:
 
         _train_next_token(model, batch, steps, generator=g)
 
-    return cached("bracket-gpt", {"model": "GPT(7, 26, n_layer=2, n_head=4, d_model=64)", "data": "brackets.sentences(20000)",
+    return cached("bracket-gpt", {"model": _gpt_recipe(V, block, **shape), "data": "brackets.sentences(20000)",
                                   "steps": steps, "batch": 64, "lr": 3e-3, "seed": 0}, make, train)
