@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from .runtime import ConfigError
+
 
 def default_mode() -> int:
     """0666 minus the process's umask: the mode ``open(path, "w")`` would give a new file."""
@@ -41,15 +43,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def writable_folder(path: str | os.PathLike, what: str) -> Path:
-    """``path`` as a folder this process can write, created if missing; ``ValueError`` naming
+    """``path`` as a folder this process can write, created if missing; ``runtime.ConfigError`` naming
     ``what`` (e.g. ``"--out"``) otherwise. Commands call it before any work starts."""
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{what} {str(path)!r} is a file, not a folder")
+        raise ConfigError(f"{what} {str(path)!r} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
-        raise ValueError(f"{what} {str(path)!r} is not a folder this user can write ({exc.strerror or exc})") from None
+        raise ConfigError(f"{what} {str(path)!r} is not a folder this user can write ({exc.strerror or exc})") from None
     return path

@@ -35,7 +35,8 @@ SEED_LIMIT = 2**63
 
 
 class ConfigError(ValueError):
-    """A ``KD_*`` environment variable has a value the course cannot use."""
+    """A setting the course cannot use: a ``KD_*`` environment variable or a command's option or path.
+    Commands report it as one line (exit status 2); any other error keeps its traceback."""
 
 
 def _env(name: str) -> str | None:

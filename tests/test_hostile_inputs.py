@@ -237,3 +237,19 @@ def test_bad_scalars_are_named(kwargs, words):
     with pytest.raises(ValueError) as err:
         losses.distillation_loss(s, t, torch.arange(8) % 10, **kwargs)
     assert words in str(err.value)
+
+
+def test_a_command_reports_the_mistakes_it_means_and_keeps_the_traceback_of_a_bug(monkeypatch, capsys):
+    from kdutils.course import cli
+
+    def bad_setting():
+        raise runtime.ConfigError("KD_SOMETHING is wrong")
+
+    def bug():
+        raise ValueError("a bug inside the command")
+
+    monkeypatch.setattr(runtime, "check_environment", bad_setting)
+    assert cli.main(["info"]) == 2 and "error: KD_SOMETHING is wrong" in capsys.readouterr().err
+    monkeypatch.setattr(runtime, "check_environment", bug)
+    with pytest.raises(ValueError, match="a bug inside the command"):     # not turned into a one-line "error"
+        cli.main(["info"])

@@ -40,13 +40,13 @@ def _cmd_run(args) -> int:
         paths = [Path(p) for p in args.notebooks]
         for p in paths:
             if not p.is_file() or p.suffix != ".ipynb":
-                raise ValueError(f"{p} is not a notebook file (.ipynb) that exists")
+                raise runtime.ConfigError(f"{p} is not a notebook file (.ipynb) that exists")
     else:
         if not Path(args.root).is_dir():
-            raise ValueError(f"--root {args.root!r} is not a folder")
+            raise runtime.ConfigError(f"--root {args.root!r} is not a folder")
         paths = sorted(Path(args.root).glob("[0-9][0-9]_*.ipynb"))
         if not paths:
-            raise ValueError(f"no notebooks (NN_*.ipynb) under --root {args.root!r}")
+            raise runtime.ConfigError(f"no notebooks (NN_*.ipynb) under --root {args.root!r}")
     out = writable_folder(args.out, "--out")     # checked before the first notebook runs
     threads = args.threads or runtime.threads() or 1
     args.jobs = args.jobs or cores()
@@ -69,10 +69,10 @@ def _cmd_colab(args) -> int:
     from .colab import rewrite_all
 
     if not Path(args.root).is_dir():
-        raise ValueError(f"--root {args.root!r} is not a folder")
+        raise runtime.ConfigError(f"--root {args.root!r} is not a folder")
     edits = rewrite_all(Path(args.root), repo=args.repo, branch=args.branch, source=args.source)
     if not edits:
-        raise ValueError(f"no notebooks under --root {args.root!r}")
+        raise runtime.ConfigError(f"no notebooks under --root {args.root!r}")
     for path, n in edits.items():
         print(f"{n:3d} cell(s) rewritten  {path}")
     return 0
@@ -109,7 +109,7 @@ def _cmd_site(args) -> int:
 
     run, root = Path(args.run), runtime.repo_root() / "notebooks"
     if not args.ready and not (run / "notebooks").is_dir():
-        raise ValueError(f"--run {args.run!r} holds no notebooks/ folder of executed notebooks: run `make run` "
+        raise runtime.ConfigError(f"--run {args.run!r} holds no notebooks/ folder of executed notebooks: run `make run` "
                          "(or pass make check's build/check)")
     if args.ready:      # make site: are the executed notebooks there, or must make run come first?
         missing = missing_notebooks(run, root)
@@ -132,7 +132,7 @@ def _cmd_site_check(args) -> int:
     from .sitecheck import check_site
 
     if not (Path(args.site) / "index.html").is_file():
-        raise ValueError(f"{args.site!r} holds no index.html: build the site first (make site)")
+        raise runtime.ConfigError(f"{args.site!r} holds no index.html: build the site first (make site)")
     problems, pages = check_site(Path(args.site), shots=Path(args.shots))
     for page in pages:
         print(f"checked {page}")
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     except (GradingError, sandbox.SandboxUnavailable, SiteError, BrowserUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except ValueError as exc:
+    except runtime.ConfigError as exc:      # a mistake in the command line or the environment: one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -31,6 +31,8 @@ from urllib.parse import urlparse
 
 import nbformat
 
+from ..runtime import ConfigError
+
 DEFAULT_REPO = "kd-course/kd-course"
 DEFAULT_BRANCH = "main"
 _REPO = r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+"
@@ -51,17 +53,17 @@ def normalise_source(source: str) -> str:
     """An install source for kdutils as a URL pip takes: a git+https/https URL, or a local path as file://."""
     source = str(source).strip()
     if re.search(r"[\s\"'\\]", source) or not source:
-        raise ValueError(f"--source must be a URL or a path without spaces or quotes, got {source!r}")
+        raise ConfigError(f"--source must be a URL or a path without spaces or quotes, got {source!r}")
     scheme = urlparse(source).scheme
     if scheme in SOURCE_SCHEMES:
         return source
     if scheme and len(scheme) > 1:
-        raise ValueError(f"--source URL scheme must be one of {SOURCE_SCHEMES}, got {scheme!r} in {source!r}")
+        raise ConfigError(f"--source URL scheme must be one of {SOURCE_SCHEMES}, got {scheme!r} in {source!r}")
     path = Path(source).expanduser()
     if not path.exists():
-        raise ValueError(f"--source is neither a URL nor an existing path: {source!r}")
+        raise ConfigError(f"--source is neither a URL nor an existing path: {source!r}")
     if path.is_file() and path.suffix != ".whl":
-        raise ValueError(f"--source file must be a wheel (.whl), got {source!r}")
+        raise ConfigError(f"--source file must be a wheel (.whl), got {source!r}")
     return path.resolve().as_uri()
 
 
@@ -155,9 +157,9 @@ grader = otter.Notebook(tests_dir=str(_tests_dir))'''
 
 def _validate(repo: str, branch: str):
     if not re.fullmatch(_REPO, repo):
-        raise ValueError(f"--repo must look like OWNER/NAME, got {repo!r}")
+        raise ConfigError(f"--repo must look like OWNER/NAME, got {repo!r}")
     if not re.fullmatch(r"[A-Za-z0-9_./-]+", branch):
-        raise ValueError(f"--branch has characters a git branch name cannot have: {branch!r}")
+        raise ConfigError(f"--branch has characters a git branch name cannot have: {branch!r}")
 
 
 def path_in_repo(path: Path) -> str | None:
@@ -211,7 +213,7 @@ def rewrite_all(root: Path, *, repo: str | None = None, branch: str = DEFAULT_BR
                 source: str | None = None) -> dict[str, int]:
     """Rewrite every notebook under ``root`` (recursively); returns {notebook: cells changed}."""
     if repo is None and source is None:
-        raise ValueError("give --repo OWNER/NAME, --source URL_OR_PATH, or both")
+        raise ConfigError("give --repo OWNER/NAME, --source URL_OR_PATH, or both")
     if repo is not None:
         _validate(repo, branch)
     if source is not None:

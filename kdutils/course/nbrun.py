@@ -26,6 +26,8 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
+from ..runtime import ConfigError
+
 
 def cores() -> int:
     """The cores this process may use (its CPU affinity, where the platform has one)."""
@@ -90,7 +92,7 @@ def run_notebooks(paths, out_dir: Path, *, timeout: int = 1800, html: bool = Tru
                   threads: int = 1) -> pd.DataFrame:
     """Execute ``paths`` (``jobs`` at a time, ``threads`` threads each) into ``out_dir``; one row each."""
     if jobs < 1 or threads < 1:
-        raise ValueError(f"jobs and threads must be >= 1, got jobs={jobs}, threads={threads}")
+        raise ConfigError(f"jobs and threads must be >= 1, got jobs={jobs}, threads={threads}")
     paths = [Path(p) for p in paths]
     out_dir = Path(out_dir)
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
