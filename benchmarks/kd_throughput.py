@@ -5,7 +5,7 @@
 (a) reference: a torchvision-style Dataset over uint8 images with CPU transforms (RandomCrop with
     padding, RandomHorizontalFlip, ToTensor, Normalize) and a DataLoader, fp32, teacher under
     torch.no_grad, as in PyTorch's knowledge-distillation tutorial;
-(b) course: kdutils.fullrun's own training step (``fullrun.train_step``, the function the run trains with)
+(b) course: the full run's own training step (``train.train_step``, the function the run trains with)
     on kdutils.loader's uint8 data resident on the device, augmentation on the device, channels_last,
     mixed precision on a GPU, teacher under torch.inference_mode.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kdutils import fullrun, loader, models, runtime  # noqa: E402
+from kdutils import fullrun, loader, models, runtime, train  # noqa: E402
 from kdutils.losses import distillation_loss  # noqa: E402
 
 
@@ -67,19 +67,19 @@ def reference_loop(teacher, student, images, labels, *, batch_size, steps, devic
 
 
 def course_loop(teacher, student, images, labels, *, batch_size, steps, device, distil=True):
-    """The run's own loop: kdutils.fullrun.train_step on kdutils.loader.DeviceLoader batches."""
+    """The run's own loop: kdutils.train.train_step on kdutils.loader.DeviceLoader batches."""
     batches = loader.DeviceLoader(images, labels, batch_size=batch_size, device=device, augment=True, shuffle=True,
                                   drop_last=True)
     teacher = teacher.to(memory_format=torch.channels_last).eval()
     student = student.to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, nesterov=True)
-    autocast, scaler, _ = fullrun.precision(device)
+    autocast, scaler, _ = train.precision(device)
     done, seen, t0 = 0, 0, None
     while done < steps + 3:
         for x, y, _ in batches:
             if done == 3:
                 sync(device); t0 = time.perf_counter(); seen = 0
-            fullrun.train_step(student, opt, x, y, teacher=teacher if distil else None, temperature=4.0, alpha=0.9,
+            train.train_step(student, opt, x, y, teacher=teacher if distil else None, temperature=4.0, alpha=0.9,
                                autocast=autocast, scaler=scaler)
             done += 1; seen += len(y)
             if done >= steps + 3:
@@ -112,7 +112,7 @@ def main():
     ours = course_loop(teacher, student, images, labels, batch_size=cfg.batch_size, steps=steps, device=device)
     plain = course_loop(teacher, student, images, labels, batch_size=cfg.batch_size, steps=steps, device=device, distil=False)
     print(f"(a) reference loop (DataLoader, CPU transforms, fp32):   {ref:10.0f} images/s")
-    print(f"(b) course loop (device-resident, {fullrun.precision(device)[2]}, channels_last): {ours:10.0f} images/s")
+    print(f"(b) course loop (device-resident, {train.precision(device)[2]}, channels_last): {ours:10.0f} images/s")
     print(f"ratio (b)/(a): {ours / ref:.2f}x")
     print(f"plain student step: {plain:.0f} images/s; a distillation step costs {plain / ours:.2f}x a plain student step")
 

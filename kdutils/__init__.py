@@ -10,7 +10,7 @@ Modules, each one concept:
   large-vocabulary loss that never builds the (N, V) logits, vocabulary-size checks
 * ``data``     -- digits and MNIST-1D, offline, cached; CIFAR-10 read from disk and its embedded fallback
 * ``models``   -- the teachers and students of the course
-* ``train``    -- one training loop for supervised training and distillation
+* ``train``    -- every training loop: fit (supervised and distillation), fit_next_token, the full run's train_step
 * ``metrics``  -- accuracy, fidelity (agreement, predictive KL), calibration, linear CKA
 * ``stats``    -- is a difference real? arms compared over seeds (Welch, paired), Holm's correction, equivalence
 * ``diagnose`` -- is the student trained on what it will see when deployed?
@@ -22,7 +22,7 @@ Modules, each one concept:
 * ``zoo``      -- trained teachers the course reuses, trained once and cached
 * ``loader``   -- batches of images kept on the device, augmented there (the full run's data path)
 * ``checkpoint`` -- atomic saves and safe (weights_only) loads that refuse a bad file and leave it alone
-* ``fullrun``  -- the full GPU teacher -> student run of notebook 09: config, one train step, DDP, CLI
+* ``fullrun``  -- the full GPU teacher -> student run of notebook 09: config, checkpointed run, DDP, CLI
 * ``report``   -- save a notebook's figures as JSON; its primary claims, checked and registered
 
 The course tooling (running the notebooks, Colab set-up cells, grading) lives apart, in

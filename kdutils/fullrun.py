@@ -11,8 +11,8 @@ In the style of KellerJordan/cifar10-airbench:
   device, per batch, with no DataLoader and no Python work per image;
 * convolutions run in ``channels_last`` under mixed precision (bf16 from compute capability 8.0, else fp16
   with a gradient scaler; fp32 on the CPU);
-* every model is trained by one function, ``train_step`` (the throughput benchmark times that same
-  function); the teacher runs under ``torch.inference_mode`` on the *same augmented batch* as the
+* every model is trained by one function, ``kdutils.train.train_step`` (the throughput benchmark times
+  that same function); the teacher runs under ``torch.inference_mode`` on the *same augmented batch* as the
   student (or, with augmentation off, its logits are computed once for the whole training set).
 
 Each model is checkpointed after every epoch, atomically, and loaded safely (``kdutils.checkpoint``).
@@ -36,7 +36,6 @@ import json
 import os
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -44,7 +43,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
@@ -54,9 +52,8 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DatasetUnavailable, load_cifar10, load_digits32
 from .files import atomic_write, writable_folder
 from .loader import DeviceLoader
-from .losses import distillation_loss, skip_value_checks
 from .models import ConvNet
-from .train import predict
+from .train import precision, predict, train_step
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -144,59 +141,6 @@ def _sum(values: list[float], device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
-
-
-# ----------------------------------------------------------------------------- mixed precision
-
-def precision_name(device: torch.device) -> str:
-    """``bf16`` on GPUs of compute capability >= 8.0 (Ampere on), ``fp16`` below, ``fp32`` off CUDA.
-
-    Recent PyTorch reports bf16 as supported on older GPUs too (Colab's free T4 is 7.5), where it
-    is emulated and cuDNN has no fast bf16 convolutions: there fp16 with a gradient scaler is right.
-    """
-    if device.type != "cuda":
-        return "fp32"
-    major, _ = torch.cuda.get_device_capability(device)
-    return "bf16" if major >= 8 and torch.cuda.is_bf16_supported() else "fp16"
-
-
-def precision(device: torch.device):
-    """(autocast context, grad scaler or None, name), as chosen by ``precision_name``."""
-    name = precision_name(device)
-    if name == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16), None, name
-    if name == "fp16":
-        return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda"), name
-    return nullcontext(), None, name
-
-
-# ----------------------------------------------------------------------------- training
-
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, x, y, *, teacher: nn.Module | None = None,
-               teacher_logits: torch.Tensor | None = None, temperature: float = 4.0, alpha: float = 0.9,
-               autocast=None, scaler=None) -> torch.Tensor:
-    """One optimiser step on the batch ``(x, y)``; returns the loss, detached, left on the device.
-
-    Cross-entropy on the labels; or, given the ``teacher`` (run here on the same batch, under
-    ``inference_mode``) or its precomputed ``teacher_logits``, Hinton's ``distillation_loss``.
-    No value is read back to the host: the step never waits for the device.
-    """
-    with autocast if autocast is not None else nullcontext(), skip_value_checks():
-        logits = model(x)
-        if teacher is None and teacher_logits is None:
-            loss = F.cross_entropy(logits, y)
-        else:
-            if teacher_logits is None:
-                with torch.inference_mode():
-                    teacher_logits = teacher(x)
-                teacher_logits = teacher_logits.clone()       # an ordinary tensor, usable by autograd
-            loss = distillation_loss(logits, teacher_logits, y, temperature=temperature, alpha=alpha)
-    opt.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
-    else:
-        loss.backward(); opt.step()
-    return loss.detach()
 
 
 def train_model(role: str, model: nn.Module, train_loader: DeviceLoader, test_loader: DeviceLoader, cfg: RunConfig, *,

@@ -1,4 +1,10 @@
-r"""One readable training loop, for plain supervised training and for distillation.
+r"""Every training loop of the library, in one place.
+
+* ``fit``: one readable loop for supervised training and for distillation (below);
+* ``fit_next_token``: next-token cross-entropy on sequences, the recipe of the zoo's GPT teachers;
+* ``train_step`` (with its precision policy, ``precision``): the full run's fast step, data on the device,
+  mixed precision, no value read back (``kdutils.fullrun`` trains with it; ``benchmarks/kd_throughput.py``
+  times it); ``predict`` runs a model in eval mode.
 
 ``fit(model, x, y, ...)`` minimises cross-entropy on the labels. Give it a ``teacher`` and it
 distils instead: each step feeds the same rows to both models and minimises ``loss_fn(student_logits,
@@ -35,12 +41,13 @@ from typing import Callable
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import runtime
 from .data import batches, row_digests
-from .losses import distillation_loss
+from .losses import distillation_loss, skip_value_checks
 from .metrics import accuracy
 
 
@@ -165,3 +172,72 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
     # every row this model has been trained on, as digests (data.row_digests): a test-set leak is checkable
     model.kd_trained_rows = getattr(model, "kd_trained_rows", frozenset()) | row_digests(inputs)
     return FitResult(history=pd.DataFrame(rows), fed=fed, steps=done, objective=objective, seed=seed)
+
+
+# ----------------------------------------------------------------------------- next-token training
+
+def fit_next_token(model, batch, steps: int, *, generator: torch.Generator, lr: float = 3e-3) -> None:
+    """``steps`` AdamW steps with a one-cycle schedule on next-token cross-entropy; ``batch(generator)``
+    returns ``(tokens, keep)``: the sequences and a mask over ``tokens[:, :-1]`` of the positions in the loss."""
+    g = generator
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    for _ in range(steps):
+        tokens, keep = batch(g)
+        loss = F.cross_entropy(model(tokens[:, :-1])[keep], tokens[:, 1:][keep])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+
+
+# ----------------------------------------------------------------------------- the full run's fast step
+# (kdutils.fullrun trains with it; benchmarks/kd_throughput.py times it): its precision policy, then the step
+
+def precision_name(device: torch.device) -> str:
+    """``bf16`` on GPUs of compute capability >= 8.0 (Ampere on), ``fp16`` below, ``fp32`` off CUDA.
+
+    Recent PyTorch reports bf16 as supported on older GPUs too (Colab's free T4 is 7.5), where it
+    is emulated and cuDNN has no fast bf16 convolutions: there fp16 with a gradient scaler is right.
+    """
+    if device.type != "cuda":
+        return "fp32"
+    major, _ = torch.cuda.get_device_capability(device)
+    return "bf16" if major >= 8 and torch.cuda.is_bf16_supported() else "fp16"
+
+
+def precision(device: torch.device):
+    """(autocast context, grad scaler or None, name), as chosen by ``precision_name``."""
+    name = precision_name(device)
+    if name == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16), None, name
+    if name == "fp16":
+        return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda"), name
+    return nullcontext(), None, name
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x, y, *, teacher: nn.Module | None = None,
+               teacher_logits: torch.Tensor | None = None, temperature: float = 4.0, alpha: float = 0.9,
+               autocast=None, scaler=None) -> torch.Tensor:
+    """One optimiser step on the batch ``(x, y)``; returns the loss, detached, left on the device.
+
+    Cross-entropy on the labels; or, given the ``teacher`` (run here on the same batch, under
+    ``inference_mode``) or its precomputed ``teacher_logits``, Hinton's ``distillation_loss``.
+    No value is read back to the host: the step never waits for the device.
+    """
+    with autocast if autocast is not None else nullcontext(), skip_value_checks():
+        logits = model(x)
+        if teacher is None and teacher_logits is None:
+            loss = F.cross_entropy(logits, y)
+        else:
+            if teacher_logits is None:
+                with torch.inference_mode():
+                    teacher_logits = teacher(x)
+                teacher_logits = teacher_logits.clone()       # an ordinary tensor, usable by autograd
+            loss = distillation_loss(logits, teacher_logits, y, temperature=temperature, alpha=alpha)
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+    else:
+        loss.backward(); opt.step()
+    return loss.detach()

@@ -117,23 +117,6 @@ def sensors_cnn() -> nn.Module:
                                   "epochs": 30, "seed": 0}, make, train)
 
 
-def _train_next_token(model, batch, steps: int, *, generator: torch.Generator, lr: float = 3e-3) -> None:
-    """``steps`` AdamW steps with a one-cycle schedule on next-token cross-entropy; ``batch(generator)``
-    returns ``(tokens, keep)``: the sequences and a mask over ``tokens[:, :-1]`` of the positions in the loss."""
-    import torch.nn.functional as F
-
-    g = generator
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-    for _ in range(steps):
-        tokens, keep = batch(g)
-        loss = F.cross_entropy(model(tokens[:, :-1])[keep], tokens[:, 1:][keep])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-
-
 def _gpt_recipe(vocab_size: int, block_size: int, **shape) -> str:
     """The model's part of a cache key, from the very numbers that build it: a change of vocabulary,
     block or width is a new key, never a stale teacher of the old shape."""
@@ -144,6 +127,7 @@ def instruction_gpt(lengths: tuple[int, int] = (3, 4)) -> nn.Module:
     """The course's small GPT, trained 300 steps to follow all four instructions of ``kdutils.tasks``
     on queries of ``lengths`` digits (AdamW, one-cycle schedule): the teacher of assignment 4."""
     from . import models, tasks
+    from .train import fit_next_token
 
     V, block = len(tasks.VOCAB), 2 * lengths[1] + 2
 
@@ -158,7 +142,7 @@ def instruction_gpt(lengths: tuple[int, int] = (3, 4)) -> nn.Module:
         return tokens, mask[:, :-1]
 
     def train(model):
-        _train_next_token(model, batch, 300, generator=torch.Generator().manual_seed(0))
+        fit_next_token(model, batch, 300, generator=torch.Generator().manual_seed(0))
 
     return cached("instruction-gpt", {"model": _gpt_recipe(V, block, **shape), "lengths": list(lengths),
                                       "steps": 300, "batch": 128, "lr": 3e-3, "seed": 0}, make, train)
@@ -168,6 +152,7 @@ def bracket_gpt(steps: int = 1500) -> nn.Module:
     """The course's small GPT trained ``steps`` steps (batch 64, AdamW, one-cycle) on random sentences of
     ``kdutils.brackets``, next-token cross-entropy on every token after <bos> up to <eos>: notebook 08's teacher."""
     from . import brackets, models
+    from .train import fit_next_token
 
     V, block, shape = len(brackets.VOCAB), brackets.BLOCK, dict(n_layer=2, n_head=4, d_model=64)
 
@@ -183,7 +168,7 @@ def bracket_gpt(steps: int = 1500) -> nn.Module:
             seq = data[torch.randint(0, len(data), (64,), generator=g)]
             return seq, seq[:, 1:] != brackets.PAD         # every token after <bos> up to <eos>
 
-        _train_next_token(model, batch, steps, generator=g)
+        fit_next_token(model, batch, steps, generator=g)
 
     return cached("bracket-gpt", {"model": _gpt_recipe(V, block, **shape), "data": "brackets.sentences(20000)",
                                   "steps": steps, "batch": 64, "lr": 3e-3, "seed": 0}, make, train)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdutils import checkpoint, data, fullrun, loader, models, stats
+from kdutils import checkpoint, data, fullrun, loader, models, stats, train
 
 
 def make_cifar_fixture(root, n_per_batch=20, n_test=30, seed=0):
@@ -156,12 +156,12 @@ def test_corrupt_or_mismatched_checkpoint_is_an_error_and_left_alone(tmp_path):
 def test_precision_bf16_only_from_compute_capability_8(monkeypatch, capability, bf16_reported, expected):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_reported)
-    assert fullrun.precision_name(torch.device("cuda")) == expected
-    assert fullrun.precision_name(torch.device("cpu")) == "fp32"
+    assert train.precision_name(torch.device("cuda")) == expected
+    assert train.precision_name(torch.device("cpu")) == "fp32"
     if expected == "fp16":
         with warnings.catch_warnings():   # without a GPU, torch warns that CUDA autocast/scaler are disabled
             warnings.simplefilter("ignore")
-            _, scaler, name = fullrun.precision(torch.device("cuda"))
+            _, scaler, name = train.precision(torch.device("cuda"))
         assert name == "fp16" and scaler is not None, "fp16 needs a gradient scaler"
 
 
