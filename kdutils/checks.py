@@ -129,6 +129,26 @@ def labels(value, logits_, *, ignore_index: int | None = IGNORE_INDEX) -> torch.
     return value
 
 
+def probs(name: str, value) -> torch.Tensor:
+    """Probabilities over the last dimension, (..., V): floating point, finite, non-negative, summing to 1
+    (to 1e-4). A tensor of logits is named as such."""
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor of probabilities, got "
+                         f"{type(value).__name__}{'' if not isinstance(value, torch.Tensor) else ' of ' + str(value.dtype)}")
+    if value.dim() < 1 or value.shape[-1] < 1:
+        raise ValueError(f"{name} must have the vocabulary dimension last, shape (..., V); got {tuple(value.shape)}")
+    if _check_values:
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+        if (value < 0).any():
+            raise ValueError(f"{name} holds negative probabilities: pass probabilities, not logits")
+        total = value.sum(-1)
+        if not torch.allclose(total, torch.ones_like(total), atol=1e-4):
+            raise ValueError(f"{name} must sum to 1 over its last dimension (got sums from {float(total.min()):.4f} "
+                             f"to {float(total.max()):.4f}): pass probabilities, not logits")
+    return value
+
+
 def mask(value, leading_shape) -> torch.Tensor | None:
     """None, or a bool (or 0/1) tensor of the logits' leading shape; returned as bool."""
     if value is None:

@@ -37,26 +37,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
-def _check_probs(name: str, probs) -> torch.Tensor:
-    if not isinstance(probs, torch.Tensor) or not probs.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor of probabilities, got {type(probs).__name__}")
-    if not torch.isfinite(probs).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
-    if (probs < 0).any():
-        raise ValueError(f"{name} holds negative probabilities")
-    total = probs.sum(-1)
-    if not torch.allclose(total, torch.ones_like(total), atol=1e-4):
-        raise ValueError(f"{name} must sum to 1 over its last dimension (got sums from "
-                         f"{float(total.min()):.4f} to {float(total.max()):.4f}): pass probabilities, not logits")
-    return probs
+from . import checks
 
 
 def acceptance_probability(target_probs: torch.Tensor, draft_probs: torch.Tensor) -> torch.Tensor:
     r"""The probability that a token drawn from the draft is accepted, per position:
     :math:`\beta = \sum_v \min(p(v), q(v)) = 1 - \mathrm{TV}(p, q)`. Both are probabilities over the last
     dimension, of the same shape; returns their shape without the last dimension."""
-    p, q = _check_probs("target_probs", target_probs), _check_probs("draft_probs", draft_probs)
+    p, q = checks.probs("target_probs", target_probs), checks.probs("draft_probs", draft_probs)
     if p.shape != q.shape:
         raise ValueError(f"target_probs {tuple(p.shape)} and draft_probs {tuple(q.shape)} must have the same shape")
     return torch.minimum(p, q).sum(-1)
@@ -75,7 +63,7 @@ def verify(target_probs: torch.Tensor, draft_probs: torch.Tensor, draft_tokens: 
     when all k were accepted. Tokens ``draft_tokens[b, :n_accepted[b]]`` then ``next_token[b]`` are
     distributed as the target's own samples.
     """
-    p, q = _check_probs("target_probs", target_probs), _check_probs("draft_probs", draft_probs)
+    p, q = checks.probs("target_probs", target_probs), checks.probs("draft_probs", draft_probs)
     if draft_tokens.dim() != 2 or draft_tokens.dtype != torch.long or draft_tokens.shape[1] < 1:
         raise ValueError(f"draft_tokens must be (B, k >= 1) token ids (torch.long), got {tuple(draft_tokens.shape)} {draft_tokens.dtype}")
     B, k = draft_tokens.shape
@@ -112,24 +100,32 @@ def expected_speedup(beta, k: int, cost_ratio: float):
 
 @dataclass
 class Counts:
-    """What ``generate`` spent and wrote, summed over rounds."""
-    target_calls: int = 0      # calls of the target (each scores up to k + 1 positions for every row)
-    draft_calls: int = 0       # calls of the draft (one token per call)
-    drafted: int = 0           # draft tokens proposed, over all rows
-    accepted: int = 0          # draft tokens accepted before their row's first rejection, over all rows
-    rejected: int = 0          # first rejections (rounds x rows that did not accept all k)
-    written: int = 0           # tokens every row gained (the rows of a batch advance together)
+    """What ``generate`` spent and wrote. Every count is summed over the rows of the batch, so the
+    ratios are per row whatever the batch size (one row: the latency of serving one request)."""
+    target_calls: int = 0        # calls of the target (each scores up to k + 1 positions of every row)
+    draft_calls: int = 0         # calls of the draft (one token of every row per call)
+    row_calls: int = 0           # target calls x rows still writing at the call
+    judged: int = 0              # draft tokens the target judged: a row's up to its first rejection or <eos>
+    accepted: int = 0            # ... of which accepted
+    expected_accepted: float = 0.0   # sum over the judged tokens of beta = 1 - TV(p, q) at their position
+    accepted_variance: float = 0.0   # sum of beta (1 - beta): the variance of accepted - expected_accepted
+    written: int = 0             # tokens written after the prompts (each row's <eos> included, padding not)
 
     @property
     def acceptance_rate(self) -> float:
-        """accepted / (accepted + rejected): the estimate of beta, the chance that one draft token is
-        accepted (the tokens after a row's first rejection are never judged)."""
-        return self.accepted / max(self.accepted + self.rejected, 1)
+        """accepted / judged: the measured chance that a draft token is accepted (the tokens after a
+        row's first rejection are never judged)."""
+        return self.accepted / max(self.judged, 1)
+
+    @property
+    def expected_acceptance(self) -> float:
+        """The mean of 1 - TV(p, q) over the judged positions: what ``acceptance_rate`` estimates."""
+        return self.expected_accepted / max(self.judged, 1)
 
     @property
     def tokens_per_target_call(self) -> float:
         """Tokens a row gains per target call (1 for the target sampling alone)."""
-        return self.written / max(self.target_calls, 1)
+        return self.written / max(self.row_calls, 1)
 
 
 def _next_probs(model, seq, cache, temperature, n_last: int):
@@ -149,26 +145,40 @@ def _truncate(cache, length: int):
         cache[:] = [(k[:, :, :length], v[:, :, :length]) for k, v in cache]
 
 
+def _after_eos(tokens: torch.Tensor, eos: int | None) -> torch.Tensor:
+    """True at the positions of ``tokens`` (B, n) that come after an ``eos`` in their row."""
+    if eos is None:
+        return torch.zeros_like(tokens, dtype=torch.bool)
+    is_eos = (tokens == eos).long()
+    return (is_eos.cumsum(1) - is_eos) > 0
+
+
 @torch.no_grad()
 def generate(target, draft, prompt: torch.Tensor, n_new: int, *, k: int, temperature: float = 1.0,
-             generator: torch.Generator | None = None, kv_cache: bool = True) -> tuple[torch.Tensor, Counts]:
-    """Continue every row of ``prompt`` (B, L) by ``n_new`` tokens sampled from ``target`` at
+             eos: int | None = None, pad: int | None = None, generator: torch.Generator | None = None,
+             kv_cache: bool = True) -> tuple[torch.Tensor, Counts]:
+    """Continue every row of ``prompt`` (B, L) by up to ``n_new`` tokens sampled from ``target`` at
     ``temperature``, drafting ``k`` tokens a round with ``draft`` (both next-token models such as
-    ``models.GPT``; with ``kv_cache`` each runs only the tokens its cache lacks). Returns the
-    (B, L + n_new) sequences and the ``Counts``.
+    ``models.GPT``; with ``kv_cache`` each runs only the tokens its cache lacks). With ``eos`` a row
+    stops after writing it (the rest of the row is ``pad``) and generation stops when every row has.
+    Returns the (B, L + n_new) sequences (fewer columns if every row ended early) and the ``Counts``.
 
-    The rows of a batch advance together: a round keeps, for every row, as many tokens as the row that
-    accepted fewest (m), then one more: the accepted draft token of a row that accepted it, or the
-    row's own residual or bonus draw. Each row's tokens are still the target's samples (a row only ever
-    stops early, at a point set by other rows' draws, never by its own later ones); the batch then
-    writes m + 1 tokens per round, which is what a row writes alone when it rejects first.
+    The rows of a batch advance together: a round keeps, for every row, as many tokens as the row still
+    writing that accepted fewest (m), then one more: the accepted draft token of a row that accepted it,
+    or the row's own residual or bonus draw. Each row's tokens are still the target's samples (a row only
+    ever stops early, at a point set by other rows' draws, never by its own later ones). A draft ``eos``
+    that is accepted ends its row there: the target's verdicts on tokens after it are not counted.
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    temperature = checks.temperature(temperature)
     if not (isinstance(k, int) and k >= 1):
         raise ValueError(f"k (draft tokens per round) must be an integer >= 1, got {k!r}")
-    if prompt.dim() != 2 or prompt.dtype != torch.long or prompt.shape[1] < 1:
-        raise ValueError(f"prompt must be (B, L >= 1) token ids (torch.long), got {tuple(prompt.shape)} {prompt.dtype}")
+    if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.dtype != torch.long or prompt.shape[1] < 1:
+        raise ValueError(f"prompt must be (B, L >= 1) token ids (torch.long), got "
+                         f"{tuple(getattr(prompt, 'shape', ()))} {getattr(prompt, 'dtype', type(prompt).__name__)}")
+    if not (isinstance(n_new, int) and n_new >= 1):
+        raise ValueError(f"n_new must be an integer >= 1, got {n_new!r}")
+    if (eos is None) != (pad is None):
+        raise ValueError("pass eos and pad together: the token that ends a row and the one written after it")
     limit = min(getattr(target, "block_size", 1 << 30), getattr(draft, "block_size", 1 << 30))
     if prompt.shape[1] + n_new > limit:
         raise ValueError(f"prompt length {prompt.shape[1]} + n_new {n_new} exceeds the models' block_size {limit}")
@@ -180,31 +190,50 @@ def generate(target, draft, prompt: torch.Tensor, n_new: int, *, k: int, tempera
     t_cache, d_cache = ([], []) if use_cache else (None, None)
     seq, end, counts = prompt.clone(), prompt.shape[1] + n_new, Counts()
     B, rows = len(seq), torch.arange(len(seq))
-    while seq.shape[1] < end:
+    done = torch.zeros(B, dtype=torch.bool)
+
+    def append(new: torch.Tensor):
+        nonlocal seq
+        kept = ~(done[:, None] | _after_eos(new, eos))
+        new = torch.where(kept, new, pad if eos is not None else new)
+        counts.row_calls += int((~done).sum())
+        counts.written += int(kept.sum())
+        seq = torch.cat([seq, new], dim=1)
+        if eos is not None:
+            done.logical_or_((kept & (new == eos)).any(1))
+
+    while seq.shape[1] < end and not done.all():
         kk = min(k, end - seq.shape[1] - 1)     # drafts that can still be kept beside the round's own token
         if kk == 0:                             # one token left: the target alone writes it
             p = _next_probs(target, seq, t_cache, temperature, 1)[:, 0]
-            seq = torch.cat([seq, torch.multinomial(p, 1, generator=generator)], dim=1)
             counts.target_calls += 1
-            counts.written += 1
+            append(torch.multinomial(p, 1, generator=generator))
             break
         drafts, qs = seq, []
         for _ in range(kk):
             q = _next_probs(draft, drafts, d_cache, temperature, 1)[:, 0]
             drafts = torch.cat([drafts, torch.multinomial(q, 1, generator=generator)], dim=1)
             qs.append(q)
-        d_tokens = drafts[:, seq.shape[1]:]
+        d_tokens, q = drafts[:, seq.shape[1]:], torch.stack(qs, dim=1)
         p = _next_probs(target, drafts, t_cache, temperature, kk + 1)
-        n_acc, nxt = verify(p, torch.stack(qs, dim=1), d_tokens, generator=generator)
-        m = int(n_acc.min())
-        last = torch.where(n_acc > m, d_tokens[rows, min(m, kk - 1)], nxt)
-        seq = torch.cat([seq, d_tokens[:, :m], last.unsqueeze(1)], dim=1)
+        n_acc, nxt = verify(p, q, d_tokens, generator=generator)
+        # a row whose accepted drafts include an <eos> ends there: it judged up to it, all accepted
+        j = torch.arange(kk)
+        first_eos = torch.where(d_tokens == eos, j, kk).min(1).values if eos is not None else torch.full((B,), kk)
+        ends_in_draft = n_acc > first_eos
+        n_judged = torch.where(ends_in_draft, first_eos + 1, (n_acc + 1).clamp(max=kk))
+        judged = (j < n_judged[:, None]) & ~done[:, None]
+        beta = torch.minimum(p[:, :kk], q).sum(-1)                       # 1 - TV at each drafted position
+        counts.judged += int(judged.sum())
+        counts.accepted += int((judged & (j < n_acc[:, None])).sum())
+        counts.expected_accepted += float(beta[judged].sum())
+        counts.accepted_variance += float((beta * (1 - beta))[judged].sum())
         counts.target_calls += 1
         counts.draft_calls += kk
-        counts.drafted += B * kk
-        counts.accepted += int(n_acc.sum())
-        counts.rejected += int((n_acc < kk).sum())
-        counts.written += m + 1
+        writing = ~done & ~ends_in_draft
+        m = int(n_acc[writing].min()) if writing.any() else kk
+        last = torch.where(n_acc > m, d_tokens[rows, min(m, kk - 1)], nxt)
+        append(torch.cat([d_tokens[:, :m], last.unsqueeze(1)], dim=1))
         _truncate(t_cache, seq.shape[1] - 1)    # the caches hold every position but the newest token
         _truncate(d_cache, seq.shape[1] - 1)
     for m, was in zip(models, was_training):

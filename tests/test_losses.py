@@ -299,3 +299,26 @@ def test_metrics_check_labels_as_the_losses_do():
         metrics.expected_calibration_error(logits, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="integer class indices"):
         metrics.accuracy(logits, torch.zeros(4))
+
+
+def test_total_variation_is_half_the_l1_distance_and_one_minus_the_overlap():
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 5, 7, dtype=torch.float64), torch.randn(6, 5, 7, dtype=torch.float64) * 3
+    p_s, p_t = F.softmax(s / 2, -1), F.softmax(t / 2, -1)
+    per = 0.5 * (p_s - p_t).abs().sum(-1)
+    assert torch.allclose(L.total_variation(s, t, temperature=2, reduction="none"), per)
+    assert torch.allclose(per, 1 - torch.minimum(p_s, p_t).sum(-1))
+    mask = torch.rand(6, 5) < 0.6
+    assert torch.allclose(L.total_variation(s, t, temperature=2, mask=mask), per[mask].mean())
+    assert torch.allclose(L.total_variation(s, t, temperature=2, reduction="sum"), per.sum())
+    assert torch.allclose(L.total_variation(t, s), L.total_variation(s, t))        # symmetric
+    assert float(L.total_variation(s, s)) == 0.0
+    far = L.total_variation(torch.tensor([[50.0, 0.0]]), torch.tensor([[0.0, 50.0]]))
+    assert abs(float(far) - 1.0) < 1e-6                                                     # bounded by 1
+    s.requires_grad_(True)
+    L.total_variation(s, t).backward()
+    assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="temperature"):
+        L.total_variation(s, t, temperature=0)
+    with pytest.raises(ValueError, match="same shape"):
+        L.total_variation(s, t[..., :3])

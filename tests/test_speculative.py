@@ -135,14 +135,18 @@ def test_generate_samples_the_target_whatever_the_draft():
     own, _ = speculative.generate(draft, draft, prompt.expand(n, -1).contiguous(), 4, k=3, generator=g)
     assert chi_square_p(own[:, 2] * 5 + own[:, 3], expected) < LEVEL
     assert 0 < counts.acceptance_rate < 1 and 1 <= counts.tokens_per_target_call <= 4
-    assert counts.written == 4 and counts.draft_calls >= counts.target_calls
+    assert counts.written == 4 * n and counts.row_calls == n * counts.target_calls
+    assert counts.draft_calls >= counts.target_calls
+    # the measured acceptance is 1 - TV at the positions judged, within its sampling error
+    assert abs(counts.accepted - counts.expected_accepted) < 4 * counts.accepted_variance ** 0.5
 
 
 def test_generate_with_the_target_as_its_own_draft_accepts_everything():
     target = sharp_gpt(0)
     seq, counts = speculative.generate(target, target, torch.zeros(50, 1, dtype=torch.long), 7, k=2,
                                        generator=torch.Generator().manual_seed(4))
-    assert counts.acceptance_rate == 1.0 and counts.rejected == 0
+    assert counts.acceptance_rate == 1.0 and counts.accepted == counts.judged
+    assert counts.expected_acceptance == pytest.approx(1.0)
     assert counts.target_calls == 3           # rounds of 3 tokens, 3 and 1 (the last written by the target alone)
     assert counts.tokens_per_target_call == pytest.approx(7 / 3)
 
@@ -153,7 +157,58 @@ def test_kv_cached_generation_equals_uncached():
     cached, c1 = speculative.generate(target, draft, prompt, 6, k=3, generator=torch.Generator().manual_seed(5))
     rerun, c2 = speculative.generate(target, draft, prompt, 6, k=3, generator=torch.Generator().manual_seed(5),
                                      kv_cache=False)
-    assert torch.equal(cached, rerun) and c1 == c2
+    assert torch.equal(cached, rerun)
+    assert (c1.judged, c1.accepted, c1.written, c1.target_calls) == (c2.judged, c2.accepted, c2.written, c2.target_calls)
+    assert c1.expected_accepted == pytest.approx(c2.expected_accepted)
+
+
+def target_sentences(model, prompt, n_new, eos, pad, generator):
+    """The target's own sampler, one token at a time, stopping each row at ``eos`` (the reference)."""
+    seq, done = prompt.clone(), torch.zeros(len(prompt), dtype=torch.bool)
+    with torch.no_grad():
+        for _ in range(n_new):
+            nxt = torch.multinomial(F.softmax(model(seq)[:, -1], -1), 1, generator=generator)[:, 0]
+            seq = torch.cat([seq, torch.where(done, pad, nxt)[:, None]], dim=1)
+            done |= nxt == eos
+    return seq
+
+
+def test_generate_stops_a_row_at_eos_and_still_samples_the_target():
+    """With eos, a row ends where the target would end it: the whole sentence (up to and with its eos)
+    has the distribution of the target's own sampler, padding follows, nothing after an eos is counted."""
+    EOS, PAD = 4, 0                           # a padding id the models may also write: counted by position, not by id
+    target, draft = sharp_gpt(2, scale=3.0), sharp_gpt(3, scale=3.0)
+    n, g = 8000, torch.Generator().manual_seed(7)
+    prompt = torch.zeros(n, 1, dtype=torch.long)
+    seq, counts = speculative.generate(target, draft, prompt, 4, k=2, eos=EOS, pad=PAD, generator=g)
+    after = speculative._after_eos(seq[:, 1:], EOS)
+    assert after.any() and (seq[:, 1:][after] == PAD).all()
+    assert counts.written == int((~after).sum())
+    assert abs(counts.accepted - counts.expected_accepted) < 4 * counts.accepted_variance ** 0.5
+    ref = target_sentences(target, prompt, 4, EOS, PAD, g)
+    code = lambda s: [tuple(r) for r in s[:, 1:].tolist()]
+    cells = sorted(set(code(seq)) | set(code(ref)))
+    index = {c: i for i, c in enumerate(cells)}
+    table = torch.zeros(2, len(cells), dtype=torch.float64)
+    for row, sample in enumerate((seq, ref)):
+        for c in code(sample):
+            table[row, index[c]] += 1
+    big = table.sum(0) >= 10
+    table = torch.cat([table[:, big], table[:, ~big].sum(1, keepdim=True)], dim=1)
+    assert scipy_stats.chi2_contingency(table.numpy()).pvalue > LEVEL
+    # and the test can tell: the draft's own sentences are not the target's
+    other = target_sentences(draft, prompt, 4, EOS, PAD, g)
+    table2 = torch.zeros(2, len(cells) + 1, dtype=torch.float64)
+    for row, sample in enumerate((other, ref)):
+        for c in code(sample):
+            table2[row, index.get(c, len(cells))] += 1
+    assert scipy_stats.chi2_contingency(table2[:, table2.sum(0) > 0].numpy()).pvalue < LEVEL
+
+
+def test_generate_refuses_eos_without_pad():
+    target = sharp_gpt(0)
+    with pytest.raises(ValueError, match="eos and pad"):
+        speculative.generate(target, target, torch.zeros(2, 1, dtype=torch.long), 3, k=2, eos=4)
 
 
 def test_expected_tokens_and_speedup():
@@ -168,3 +223,10 @@ def test_expected_tokens_and_speedup():
     acc = torch.rand(200_000, 4, generator=g) < 0.7
     per_round = acc.long().cumprod(-1).sum(-1) + 1
     assert float(per_round.double().mean()) == pytest.approx(float(speculative.expected_tokens(0.7, 4)), abs=0.01)
+
+
+def test_probabilities_are_checked_like_the_losses_inputs():
+    for bad, says in [([0.7, 0.2, 0.1], "tensor of probabilities"), (torch.tensor([1, 0, 0]), "floating-point"),
+                      (torch.tensor([0.9, 0.3, -0.2]), "negative"), (torch.tensor([0.5, 0.2, 0.1]), "sum to 1")]:
+        with pytest.raises(ValueError, match=says):
+            speculative.acceptance_probability(bad, P)
