@@ -220,3 +220,19 @@ def a3_typed_numbers(sol: Path, dst: Path):
     torch.set_num_threads(threads)
     typed = f"report_table = pd.DataFrame({rows!r}).T"
     return edit(sol, dst, [("report_table = pd.DataFrame(rows).T", "report_table = pd.DataFrame(rows).T", typed)])
+
+
+A7 = "a7_speculative_decoding"
+A7_ROUNDS, A7_COST = "def speculative_rounds", "def expected_tokens"
+A7_BUGS = {   # the classic speculative-sampling mistakes: bug -> (what it costs, the name the feedback gives, (marker, old, new))
+    "bug_unclipped": ({"q1": 1.0}, "p/q unclipped", ("def accept_probability", "return (p[x] / q[x]).clamp(max=1.0)",
+                                                     "return p[x] / q[x]")),
+    "bug_resample_from_q": ({"q2": 2.0}, "resampled from q", (A7_ROUNDS, "residual = (p[i] - q[i]).clamp(min=0)",
+                                                              "residual = q[i]")),
+    "bug_no_bonus_token": ({"q2": 2.0}, "bonus token forgotten", (A7_ROUNDS,
+                                                                  "written.append(int(torch.multinomial(p[k], 1, generator=g)))",
+                                                                  "pass")),
+    "bug_kept_after_rejection": ({"q2": 2.0}, "kept drafts after a rejection", (A7_ROUNDS, "            break\n",
+                                                                               "            continue\n")),
+    "bug_bonus_not_counted": ({"q3": 1.0}, "bonus token not counted", (A7_COST, "for j in range(k + 1)", "for j in range(k)")),
+}
