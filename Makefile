@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q $(TORCH) 2>&1 | grep -v "is ignored" || true
 	$(PY) -c "import torch, torchvision"
 	$(PY) -m pip install -q -e '.[course,grading,site,dev]' 2>&1 | grep -v -e "is ignored" -e "BuildBackendWarning" || true
-	$(PY) -c "import kdutils, nbval, otter, mnist1d, setuptools, myst_nb, playwright"
+	$(PY) -c "import kdutils, nbval, otter, mnist1d, setuptools, myst_nb, playwright, axe_playwright_python"
 	$(PY) -c "from kdutils.course import colabsim; colabsim.prepare_wheelhouse('$(abspath $(WHEELHOUSE))')"
 	@# grading runs each submission in a bubblewrap sandbox (Debian's bubblewrap package)
 	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \

@@ -6,6 +6,7 @@ each defect it claims to, and that a site built here from the course's notebooks
 """
 import base64
 import io
+import json
 import os
 import shutil
 
@@ -13,7 +14,7 @@ import nbformat
 import pytest
 
 from kdutils import report, runtime
-from kdutils.course import grading, site, sitecheck
+from kdutils.course import colab, grading, site, sitecheck, syllabus
 
 ROOT = runtime.repo_root()
 NOTEBOOKS = site.course_notebooks(ROOT / "notebooks")
@@ -146,7 +147,7 @@ def test_student_versions_hold_no_secret(tmp_path):
         assert "grader.check" in text or "otter" in text
 
 
-FAKE_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title></head>
+FAKE_PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
 <body><main id="top">{body}</main></body></html>"""
 
 
@@ -163,18 +164,37 @@ def test_browser_check_catches_each_defect(tmp_path):
         '<a href="gone.html">a broken link</a> <a href="index.html#nowhere">a broken anchor</a>'
         '<script>console.error("boom")</script>'
         '<pre>    return ((mapped - teacher_map.detach()) ** 2).mean()</pre>')))
-    problems, pages = sitecheck.check_site(tmp_path, shots=tmp_path / "shots",
+    (tmp_path / "keys.html").write_text(FAKE_PAGE.format(title="accessibility defects", body=(
+        '<style>a:focus { outline: none; } html[data-theme=dark] .dk { color: #111; background: #000; }</style>'
+        f'<div class="cell_output"><img src="data:image/png;base64,{_png()}" alt="../_images/60156c95e1b2c3d4.png"></div>'
+        f'<div class="cell_output"><img src="data:image/png;base64,{_png()}" alt="figure 1"></div>'
+        '<p style="color: #bbb; background: #fff">faint words</p><p class="dk">words only the dark theme hides</p>'
+        + " ".join(f'<a href="#top">link {i}</a>' for i in range(6)))))
+    problems, pages = sitecheck.check_site(tmp_path, shots=tmp_path / "shots", walk="keys.html",
                                            secrets={"return ((mapped - teacher_map.detach()) ** 2).mean()"})
-    assert pages == ["index.html", "other.html"]
+    assert pages == ["index.html", "keys.html", "other.html"]
     assert not [p for p in problems if p.startswith("index.html")], problems
     text = "\n".join(problems)
     for words in ("math left raw (a TeX delimiter in the text): 'the loss is $L = T^2 KL$", "sum $ x $ half-rendered",
                   "image did not load: missing.png", "HTTP 404 for",
                   "loads https://cdn.example.org/x.png from outside the site", "console error: boom",
                   "broken link to /gone.html", "broken link to index.html#nowhere (no such anchor)",
-                  "shows a line of an assignment's solution or hidden tests"):
+                  "shows a line of an assignment's solution or hidden tests",
+                  # accessibility, each defect by its rule and page
+                  "other.html: accessibility: image-alt (critical)",
+                  "keys.html: a figure whose text alternative is a file name",
+                  "keys.html: a figure whose text alternative is too short to say what it shows: 'figure 1'",
+                  "keys.html: accessibility: color-contrast (serious)",
+                  "keys.html: dark theme: accessibility: color-contrast (serious)",
+                  "keys.html: keyboard: focus on <a> 'link 0' shows no visible focus indicator"):
         assert words in text, (words, problems)
-    assert sorted(p.name for p in (tmp_path / "shots").iterdir()) == ["index.png", "other.png"]
+    assert "index.html: dark theme" not in text and "other.html: keyboard" not in text
+    light, dark = (next(p for p in problems if p.startswith(f"keys.html: {t}accessibility: color-contrast")) for t in ("", "dark theme: "))
+    assert "1 element(s)" in light and "2 element(s)" in dark and "words only the dark theme hides" in dark
+    assert sorted(p.name for p in (tmp_path / "shots").iterdir()) == ["accessibility.json", "index.png", "keys.png", "other.png"]
+    a11y = json.loads((tmp_path / "shots" / "accessibility.json").read_text())
+    assert a11y["pages"]["index.html"]["light"] == [] and a11y["violations"] >= 4
+    assert a11y["keyboard"]["page"] == "keys.html" and len(a11y["keyboard"]["stops"]) >= 6
 
 
 def _png() -> str:
@@ -199,8 +219,8 @@ def test_site_builds_from_a_run_and_passes_the_browser_check(tmp_path):
         nb = nbformat.read(nb_path, as_version=4)
         nb.metadata["kdutils"] = dict(profile="smoke", seed=0, device="cpu", torch="test", executed_at="2026-11-30T04:00:00",
                                       seconds=1.0, status="ok")
-        if nb_path.name.startswith("03"):
-            code = next(c for c in nb.cells if c.cell_type == "code")
+        if nb_path.name.startswith("03"):     # a plotting cell: its text alternative goes with its figure
+            code = next(c for c in nb.cells if c.cell_type == "code" and "plt." in c.source)
             code.outputs = [nbformat.v4.new_output("display_data", data={"image/png": _png(), "text/plain": "<Figure>"}),
                             nbformat.v4.new_output("display_data", data={"text/latex": r"$\mathrm{KL}(p \| q) = 0.25$"})]
         nbformat.write(nb, run / "notebooks" / nb_path.name)
@@ -218,13 +238,20 @@ def test_site_builds_from_a_run_and_passes_the_browser_check(tmp_path):
         assert (out / page).is_file(), page
     html = (out / "notebooks" / "03_first_distillation.html").read_text()
     assert "profile <strong>smoke</strong>" in html and "_downloads/" in html and "<img" in html
+    assert 'alt="Ten small panels, one per digit class of MNIST-1D' in html, "the figure's text alternative"
+    assert "Set-up (installs the course on Colab; nothing elsewhere): show the code" in html, "the set-up cell is folded"
+    syllabus_html = (out / "syllabus.html").read_text()
+    assert "profile <strong>smoke</strong>" in syllabus_html and "a7 q1-q4" in syllabus_html
 
     problems, pages = sitecheck.check_site(out, shots=tmp_path / "shots")
     assert not problems, problems
+    a11y = json.loads((tmp_path / "shots" / "accessibility.json").read_text())
+    assert a11y["violations"] == 0 and a11y["keyboard"]["page"] == "index.html"
+    assert any(s["inMain"] for s in a11y["keyboard"]["stops"]), "Tab reaches the landing page's content"
     nb_page = " ".join((out / "notebooks" / "04_feature_distillation.html").read_text().split())
     assert 'class="left-prev" href="03_first_distillation.html"' in nb_page, "previous / next links, in course order"
     assert 'class="right-next" href="05_wrong_dataset_pitfall.html"' in nb_page
-    assert set(built["pages"]) <= set(pages) and {"index.html", "results.html", "search.html"} <= set(pages)
+    assert set(built["pages"]) <= set(pages) and {"index.html", "results.html", "search.html", "syllabus.html"} <= set(pages)
     assert len(list((tmp_path / "shots").glob("*.png"))) == len(pages)
 
     # a solution that reached a page is caught there
@@ -261,3 +288,64 @@ def test_github_pages_workflow_builds_checks_and_deploys_the_site():
     assert any(s.get("uses", "").startswith("actions/deploy-pages") for s in flow["jobs"]["deploy"]["steps"])
     assert flow["permissions"]["pages"] == "write" and flow["permissions"]["id-token"] == "write"
     assert ".github/workflows/site.yml" in (ROOT / "README.md").read_text()
+
+
+def _plotting_cells(path):
+    return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code" and "plt." in c.source]
+
+
+def test_every_figure_in_the_course_says_what_it_shows():
+    """Each plotting cell carries a text alternative (mystnb.image.alt, the page's <img alt>) that describes its figure."""
+    assert sum(len(_plotting_cells(p)) for p in NOTEBOOKS) >= 25
+    for path in NOTEBOOKS:
+        alts = []
+        for cell in _plotting_cells(path):
+            alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt")
+            assert sitecheck.figure_alt_problem(alt) is None, (path.name, cell.get("id"), sitecheck.figure_alt_problem(alt))
+            assert len(alt) >= 80 and not alt.lower().startswith(("figure", "plot of the figure")), (path.name, alt)
+            alts.append(alt)
+        assert len(set(alts)) == len(alts), f"{path.name}: two figures with the same description"
+
+
+@pytest.mark.parametrize("alt, bad", [(None, "without a text alternative"), ("  ", "without a text alternative"),
+                                      ("../_images/60156c95e1b2c3d4.png", "a file name"), ("plot.png", "a file name"),
+                                      ("figure 1", "too short"), ("A line plot of accuracy against the step for each arm.", None)])
+def test_figure_alt_problem_names_each_defect(alt, bad):
+    got = sitecheck.figure_alt_problem(alt)
+    assert (got is None) if bad is None else (bad in got)
+
+
+def test_syllabus_from_each_notebooks_entry_and_the_runs_own_times(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    for i, path in enumerate(NOTEBOOKS):
+        nb = nbformat.read(path, as_version=4)
+        nb.metadata["kdutils"] = {"profile": "full", "seconds": 30.0 + 60 * i, "status": "ok"}
+        if i != 1:                                    # the run lacks one notebook: its time says so
+            nbformat.write(nb, tmp_path / "notebooks" / path.name)
+    page = syllabus.syllabus_page(NOTEBOOKS, tmp_path)
+    assert "profile **full**" in page and "| 30 s |" in page and "| 2.5 min |" in page and "| not recorded |" in page
+    for path in NOTEBOOKS:
+        meta = syllabus.entry(nbformat.read(path, as_version=4), path.name)
+        assert f"[{path.stem}](notebooks/{path.stem}.ipynb)" in page and all(o in page for o in meta["objectives"])
+    graded = " ".join(" ".join(syllabus.entry(nbformat.read(p, as_version=4), p.name)["graded_by"]) for p in NOTEBOOKS)
+    for name in grading.list_assignments():       # every assignment grades some notebook
+        assert name.split("_")[0] + " q" in graded, name
+    broken = nbformat.read(NOTEBOOKS[2], as_version=4)
+    broken.metadata["syllabus"]["objectives"] = ["only one"]
+    with pytest.raises(syllabus.SyllabusError, match="3 to 5 learning objectives"):
+        syllabus.entry(broken, NOTEBOOKS[2].name)
+    del broken.metadata["syllabus"]
+    with pytest.raises(syllabus.SyllabusError, match=f"{NOTEBOOKS[2].name} has no syllabus entry"):
+        syllabus.entry(broken, NOTEBOOKS[2].name)
+
+
+def test_staged_notebook_folds_its_setup_cell_and_the_download_keeps_it(tmp_path):
+    stored = NOTEBOOKS[3]
+    page = site.stage_notebook(stored, stored, tmp_path, f"notebooks/{stored.name}", results=None)
+    nb = nbformat.read(page, as_version=4)
+    setup = nb.cells[colab.setup_cell_index(nb)]
+    assert "hide-input" in setup.metadata["tags"] and setup.metadata["mystnb"]["code_prompt_show"].startswith("Set-up")
+    others = [c for c in nb.cells if c.cell_type == "code" and c is not setup]
+    assert not any("hide-input" in c.metadata.get("tags", []) for c in others), "only the set-up cell is folded"
+    download = nbformat.read(tmp_path / "downloads" / "notebooks" / stored.name, as_version=4)
+    assert "tags" not in download.cells[colab.setup_cell_index(download)].metadata

@@ -12,14 +12,22 @@ waits for MathJax to typeset, and reports, page by page:
 * an internal link to a file that does not exist, or to an anchor its page lacks;
 * any line of an assignment's solutions or hidden tests, in a page or a downloadable notebook
   (``secret_lines``: read from the masters' otter markers);
-* a search (``search.html?q=distillation``) that finds no page.
+* a search (``search.html?q=distillation``) that finds no page;
+* **accessibility** (WCAG 2.1 level AA): every violation axe-core finds with its WCAG 2.0 / 2.1 A and AA
+  rules (axe-core as the ``axe-playwright-python`` package ships it: nothing downloaded), in the light theme
+  and, for colour contrast, in the dark theme the site also offers; a figure (an image in a notebook's
+  output) whose text alternative is missing, a file name, or too short to say what it shows; math without
+  MathJax's assistive MathML (what a screen reader reads); and, on the landing page, a keyboard walk: Tab
+  must move through the page's links and controls, each showing a visible focus indicator.
 
-A screenshot of each page goes to ``shots/`` (the top 6,000 pixels at 1,280 wide).
+A screenshot of each page goes to ``shots/`` (the top 6,000 pixels at 1,280 wide), and the accessibility
+report, page by page, to ``shots/accessibility.json``.
 """
 from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import re
 import shutil
@@ -59,8 +67,39 @@ PAGE_PROBE = """async () => {
   const ids = Array.from(document.querySelectorAll('[id]')).map(e => e.id)
                    .concat(Array.from(document.querySelectorAll('a[name]')).map(e => e.getAttribute('name')));
   const links = Array.from(document.querySelectorAll('a[href], link[href]')).map(a => a.href);
-  return {images, prose: texts.join(' '), mathErrors, ids, links, height: document.documentElement.scrollHeight};
+  const figures = Array.from(main.querySelectorAll('.cell_output img, .output img'))
+                       .map(i => ({src: (i.getAttribute('src') || '').slice(0, 120), alt: i.getAttribute('alt')}));
+  const math = document.querySelectorAll('mjx-container').length;
+  const assistive = document.querySelectorAll('mjx-container mjx-assistive-mml').length;
+  return {images, prose: texts.join(' '), mathErrors, ids, links, figures, math, assistive,
+          height: document.documentElement.scrollHeight};
 }"""
+
+# WCAG 2.0 and 2.1, levels A and AA: the rules axe-core tags so (its best-practice rules are not run)
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+AXE_RUN = """async ([tags, rules]) => {
+  const only = rules ? {type: 'rule', values: rules} : {type: 'tag', values: tags};
+  const r = await axe.run(document, {runOnly: only, resultTypes: ['violations'], preload: false});
+  return r.violations.map(v => ({rule: v.id, impact: v.impact, help: v.help, count: v.nodes.length,
+                                 where: v.nodes.slice(0, 3).map(n => n.target.join(' ') + ': ' + n.html.slice(0, 100))}));
+}"""
+# the dark theme the Book theme offers (its toggle sets these attributes on <html>)
+DARK = "() => { document.documentElement.dataset.theme = 'dark'; document.documentElement.dataset.mode = 'dark'; }"
+# where keyboard focus is, and whether it shows: a focus ring (outline) or a box-shadow
+FOCUSED = """() => {
+  const e = document.activeElement;
+  if (!e || e === document.body) return null;
+  const s = getComputedStyle(e);
+  const ring = s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0;
+  const shadow = s.boxShadow && s.boxShadow !== 'none';
+  return {tag: e.tagName.toLowerCase(), text: (e.getAttribute('aria-label') || e.textContent || e.getAttribute('href') || '')
+            .trim().slice(0, 60), visible: ring || shadow, inMain: !!e.closest('main'),
+          key: e.dataset.kdWalk || (e.dataset.kdWalk = String(document.querySelectorAll('[data-kd-walk]').length + 1))};
+}"""
+# a figure's text alternative must say what it shows: not missing, not a file name, not a word or two
+MIN_ALT = 40
+FILE_NAME = re.compile(r"^\S*\.(png|jpe?g|svg|gif)$|^[./]|[0-9a-f]{16}", re.I)
+KEYBOARD_TABS = 40
 
 
 # what otter writes into a student version where an answer goes (some masters carry it too)
@@ -69,6 +108,61 @@ OTTER_PLACEHOLDERS = ("_Type your answer here, replacing this text._",)
 
 class BrowserUnavailable(RuntimeError):
     """No Chromium, or no Playwright, on this machine."""
+
+
+def axe_source() -> str:
+    """axe-core's script, from the ``axe-playwright-python`` package (the ``[site]`` extra): no download."""
+    from importlib.resources import files
+
+    try:
+        return (files("axe_playwright_python") / "axe.min.js").read_text()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise BrowserUnavailable("axe-core is not installed: pip install axe-playwright-python "
+                                 "(the course's [site] extra)") from exc
+
+
+def figure_alt_problem(alt: str | None) -> str | None:
+    """Why a figure's text alternative does not describe it, or None."""
+    alt = (alt or "").strip()
+    if not alt:
+        return "a figure without a text alternative (give its plotting cell mystnb.image.alt metadata)"
+    if FILE_NAME.search(alt):
+        return f"a figure whose text alternative is a file name, not a description: {alt[:60]!r}"
+    if len(alt) < MIN_ALT:
+        return f"a figure whose text alternative is too short to say what it shows: {alt!r}"
+    return None
+
+
+def accessibility(page, axe: str) -> tuple[list[str], dict]:
+    """axe-core's WCAG 2.1 A/AA rules on ``page`` (light theme), then its colour contrast in the dark theme."""
+    page.evaluate(axe)
+    light = page.evaluate(AXE_RUN, [AXE_TAGS, None])
+    page.evaluate(DARK)
+    dark = page.evaluate(AXE_RUN, [AXE_TAGS, ["color-contrast"]])
+    problems = [f"{theme}accessibility: {v['rule']} ({v['impact']}): {v['help']}; {v['count']} element(s), e.g. "
+                + " | ".join(v["where"]) for theme, found in (("", light), ("dark theme: ", dark)) for v in found]
+    return problems, {"light": light, "dark": dark}
+
+
+def keyboard_walk(page, tabs: int = KEYBOARD_TABS) -> tuple[list[str], list[dict]]:
+    """Press Tab ``tabs`` times from the top of ``page``: focus must move, show, and reach the main content."""
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    stops, problems = [], []
+    for _ in range(tabs):
+        page.keyboard.press("Tab")
+        now = page.evaluate(FOCUSED)
+        if now is None:
+            continue
+        stops.append(now)
+        if not now["visible"]:
+            problems.append(f"keyboard: focus on <{now['tag']}> {now['text']!r} shows no visible focus indicator")
+    focusable = page.evaluate("() => document.querySelectorAll('a[href], button, input, select, textarea, "
+                              "[tabindex]:not([tabindex=\"-1\"])').length")
+    if len({s["key"] for s in stops}) < min(5, tabs, focusable):
+        problems.append(f"keyboard: {tabs} presses of Tab reached only {len({s['key'] for s in stops})} element(s)")
+    elif not any(s["inMain"] for s in stops):
+        problems.append(f"keyboard: {tabs} presses of Tab never reached the page's main content")
+    return problems, stops
 
 
 def chromium() -> str:
@@ -223,10 +317,12 @@ def _target_file(site: Path, path: str) -> Path:
 
 
 def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | None = None,
-               pages: list[str] | None = None, search_word: str | None = "distillation") -> tuple[list[str], list[str]]:
+               pages: list[str] | None = None, search_word: str | None = "distillation",
+               walk: str | None = "index.html") -> tuple[list[str], list[str]]:
     """Open every page of ``site`` in headless Chromium; return (problems, pages checked).
 
-    With ``search_word``, the site's search page must also find at least one page for it.
+    With ``search_word``, the site's search page must also find at least one page for it; ``walk`` is the
+    page whose keyboard navigation is walked (None: none).
     """
     site = Path(site).resolve()
     if not (site / "index.html").is_file():
@@ -237,6 +333,7 @@ def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | Non
         raise BrowserUnavailable("Playwright is not installed: pip install playwright (its browsers are not "
                                  "needed: Debian's chromium is used)") from exc
     executable = chromium()
+    axe = axe_source()
     secrets = secret_lines() if secrets is None else secrets
     pages = site_pages(site) if pages is None else pages
     if shots is not None:
@@ -245,6 +342,7 @@ def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | Non
     problems: list[str] = []
     ids: dict[str, set[str]] = {}
     links: list[tuple[str, str]] = []
+    report: dict = {"standard": "WCAG 2.1 A and AA (axe-core rules tagged " + ", ".join(AXE_TAGS) + ")", "pages": {}}
 
     with serve(site) as base, sync_playwright() as pw:
         host = urlparse(base).netloc
@@ -280,11 +378,26 @@ def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | Non
                 current.append(f"shows a line of an assignment's solution or hidden tests: {line[:100]!r}")
             ids[rel] = set(probe["ids"])
             links += [(rel, href) for href in probe["links"]]
+            for fig in probe["figures"]:
+                if why := figure_alt_problem(fig["alt"]):
+                    current.append(f"{why} ({fig['src'][:60]})")
+            if probe["math"] and probe["assistive"] < probe["math"]:
+                current.append(f"{probe['math'] - probe['assistive']} formula(s) without assistive MathML: a screen reader "
+                               "cannot read them (MathJax's enableAssistiveMml)")
             if shots is not None:
                 name = rel.replace("/", "__").removesuffix(".html") + ".png"
                 height = max(1, min(int(probe["height"]), SCREENSHOT_HEIGHT))
                 page.screenshot(path=str(Path(shots) / name), full_page=True,
                                 clip={"x": 0, "y": 0, "width": 1280, "height": height})
+            found, report["pages"][rel] = accessibility(page, axe)
+            current += found
+            if rel == walk:
+                page.evaluate("() => { document.documentElement.dataset.theme = 'light'; "
+                              "document.documentElement.dataset.mode = 'light'; }")
+                found, stops = keyboard_walk(page)
+                current += found
+                report["keyboard"] = {"page": rel, "stops": stops}
+            report["pages"][rel]["figures"] = probe["figures"]
             page.close()
             problems += [f"{rel}: {p}" for p in dict.fromkeys(current)]
         if search_word and "search.html" in pages:       # the search box works offline: it finds the course
@@ -310,6 +423,9 @@ def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | Non
         key = target.relative_to(site).as_posix()
         if fragment and key in ids and unquote(fragment) not in ids[key]:
             problems.append(f"{rel}: broken link to {key}#{fragment} (no such anchor)")
+    if shots is not None:
+        report["violations"] = sum(v["count"] for r in report["pages"].values() for v in r["light"] + r["dark"])
+        (Path(shots) / "accessibility.json").write_text(json.dumps(report, indent=1))
     for nb in site.rglob("*.ipynb"):       # what a student downloads: no solution there either
         leaked = _lines(_notebook_text(nb)) & secrets
         if leaked:
