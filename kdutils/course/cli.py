@@ -122,7 +122,7 @@ def _cmd_site(args) -> int:
     built = build_site(run, Path(args.out))
     for w in built["warnings"]:
         print(w, file=sys.stderr)
-    print(f"{len(built['pages'])} notebook pages, the landing page and the results page in {built['out']}/ "
+    print(f"{len(built['pages'])} notebook pages, the landing page, the syllabus and the results page in {built['out']}/ "
           f"({time.perf_counter() - start:.0f} s, {len(built['warnings'])} Sphinx warning(s)); open "
           f"{built['out'] / 'index.html'}")
     return 0

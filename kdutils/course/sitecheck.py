@@ -318,11 +318,12 @@ def _target_file(site: Path, path: str) -> Path:
 
 def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | None = None,
                pages: list[str] | None = None, search_word: str | None = "distillation",
-               walk: str | None = "index.html") -> tuple[list[str], list[str]]:
+               walk: str | None = "index.html", axe_pages: set[str] | None = None) -> tuple[list[str], list[str]]:
     """Open every page of ``site`` in headless Chromium; return (problems, pages checked).
 
     With ``search_word``, the site's search page must also find at least one page for it; ``walk`` is the
-    page whose keyboard navigation is walked (None: none).
+    page whose keyboard navigation is walked (None: none); ``axe_pages`` the pages axe-core checks (None:
+    every page; axe takes seconds a page, and the tests of this module need only some).
     """
     site = Path(site).resolve()
     if not (site / "index.html").is_file():
@@ -389,7 +390,8 @@ def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | Non
                 height = max(1, min(int(probe["height"]), SCREENSHOT_HEIGHT))
                 page.screenshot(path=str(Path(shots) / name), full_page=True,
                                 clip={"x": 0, "y": 0, "width": 1280, "height": height})
-            found, report["pages"][rel] = accessibility(page, axe)
+            found, report["pages"][rel] = accessibility(page, axe) if axe_pages is None or rel in axe_pages else \
+                ([], {"light": [], "dark": [], "skipped": True})
             current += found
             if rel == walk:
                 page.evaluate("() => { document.documentElement.dataset.theme = 'light'; "
