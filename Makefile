@@ -17,7 +17,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # pytest as the tests run it: the smoke profile, results and caches under build/ (never ~/.cache)
 LINT   := $(VENV)/bin/ruff check --quiet
-PYTEST := env KD_PROFILE=smoke KD_RESULTS_DIR=$(CURDIR)/build/test-results KD_CACHE_DIR=$(CURDIR)/build/test-cache \
+PYTEST := env HF_HUB_OFFLINE=1 KD_PROFILE=smoke KD_RESULTS_DIR=$(CURDIR)/build/test-results KD_CACHE_DIR=$(CURDIR)/build/test-cache \
   KD_WHEELHOUSE=$(abspath $(WHEELHOUSE)) MPLBACKEND=Agg $(PY) -m pytest -q
 # make check's stages are timed into this table (.ci/stages.py: the standard library only, so it can
 # time the stage that creates the environment)
@@ -30,8 +30,8 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH) 2>&1 | grep -v "is ignored" || true
 	$(PY) -c "import torch, torchvision"
-	$(PY) -m pip install -q -e '.[course,grading,site,dev]' 2>&1 | grep -v -e "is ignored" -e "BuildBackendWarning" || true
-	$(PY) -c "import kdutils, nbval, otter, mnist1d, setuptools, myst_nb, playwright, axe_playwright_python"
+	$(PY) -m pip install -q -e '.[course,grading,site,hf,dev]' 2>&1 | grep -v -e "is ignored" -e "BuildBackendWarning" || true
+	$(PY) -c "import kdutils, nbval, otter, mnist1d, setuptools, myst_nb, playwright, axe_playwright_python, transformers, trl"
 	$(PY) -c "from kdutils.course import colabsim; colabsim.prepare_wheelhouse('$(abspath $(WHEELHOUSE))')"
 	@# grading runs each submission in a bubblewrap sandbox (Debian's bubblewrap package)
 	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \

@@ -19,6 +19,10 @@ Modules, each one concept:
 * ``brackets`` -- a language whose grammar lives in what was written (two kinds of brackets), notebook 08
 * ``onpolicy`` -- on-policy distillation: the student samples, the teacher grades every token it wrote
 * ``speculative`` -- speculative sampling: a draft proposes, the target verifies; acceptance = 1 - TV
+* ``wordlang`` -- a small language of English words, as text, with its true likelihood (notebook 11)
+* ``cross_tokenizer`` -- distilling across tokenizers: the guard, the word projection, universal logit distillation
+* ``hf``       -- the course's distillation in Hugging Face transformers (tokenizers trained here, a Trainer whose
+  loss is exact under gradient accumulation); the only module that imports transformers (the ``[hf]`` extra)
 * ``zoo``      -- trained teachers the course reuses, trained once and cached
 * ``loader``   -- batches of images kept on the device, augmented there (the full run's data path)
 * ``checkpoint`` -- atomic saves and safe (weights_only) loads that refuse a bad file and leave it alone

@@ -17,6 +17,8 @@ submission loads the teacher in milliseconds; on a laptop or Colab the first cal
                             (assignment 2's teacher)
 ``instruction_gpt()``       ``models.GPT`` (2 layers, d_model 64) following all four instructions of ``tasks`` (assignment 4's teacher)
 ``bracket_gpt()``           ``models.GPT`` (2 layers, d_model 64) writing the bracket language of ``brackets`` (notebook 08's teacher)
+``word_gpt(tokenizer)``     a GPT-2 of ``transformers`` (2 layers, width 64) writing ``wordlang`` with that tokenizer
+                            (notebook 11's teachers; needs the ``[hf]`` extra)
 ==========================  =============================================================
 """
 from __future__ import annotations
@@ -172,3 +174,42 @@ def bracket_gpt(steps: int = 1500) -> nn.Module:
 
     return cached("bracket-gpt", {"model": _gpt_recipe(V, block, **shape), "data": "brackets.sentences(20000)",
                                   "steps": steps, "batch": 64, "lr": 3e-3, "seed": 0}, make, train)
+
+
+def word_tokenizer(vocab_size: int, *, seed: int = 0):
+    """A BPE tokenizer of ``vocab_size`` tokens trained on 2,000 sentences of ``kdutils.wordlang`` drawn with
+    ``seed``: deterministic, the same every time. Notebook 11's teacher and student tokenizers come from
+    different samples, so their merges, and the ids of their shared tokens, differ."""
+    from . import hf, wordlang
+    pairs = wordlang.conversations(2000, generator=torch.Generator().manual_seed(seed))
+    return hf.train_tokenizer([f"{p} {a}" for p, a in pairs], vocab_size)
+
+
+def word_gpt(tokenizer, *, steps: int = 600, n_layer: int = 2, n_embd: int = 64) -> nn.Module:
+    """A GPT-2 (``hf.causal_lm``) trained ``steps`` steps (batch 64, AdamW, one-cycle) on the answers of 10,000
+    conversations of ``kdutils.wordlang`` written with ``tokenizer``: notebook 11's teachers. The cache key
+    holds the tokenizer's whole vocabulary, so another tokenizer is another teacher."""
+    from . import hf, wordlang
+    from .train import fit_next_token
+
+    shape = dict(n_layer=n_layer, n_embd=n_embd)
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+
+    def make():
+        return hf.causal_lm(tokenizer, **shape)
+
+    def train(model):
+        g = torch.Generator().manual_seed(0)
+        batch = hf.encode_chats(tokenizer, wordlang.conversations(10_000, generator=g), length=hf.MAX_LENGTH)
+        logits = hf.LogitsOnly(model)
+
+        def sample(g):
+            idx = torch.randint(0, len(batch["input_ids"]), (64,), generator=g)
+            width = int(batch["attention_mask"][idx].sum(1).max())
+            return batch["input_ids"][idx, :width], batch["labels"][idx, 1:width] != -100
+
+        fit_next_token(logits, sample, steps, generator=g)
+
+    recipe = {"model": f"GPT2({len(tokenizer)}, {shape})", "vocab": hashlib.sha256(json.dumps(vocab).encode()).hexdigest(),
+              "data": "wordlang.conversations(10000)", "steps": steps, "batch": 64, "lr": 3e-3, "seed": 0}
+    return cached("word-gpt", recipe, make, train)

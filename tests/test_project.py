@@ -43,14 +43,20 @@ def test_pyproject_uses_lower_bounds_only_and_library_dependencies_are_what_it_i
     # the library (not kdutils/course) imports exactly its declared dependencies, and nothing of the tooling
     import_names = {"scikit-learn": "sklearn"}
     declared = {import_names.get(_name(r), _name(r)) for r in py["dependencies"]}
-    imported = set()
+    imported, hf_imported = set(), set()
     for path in [p for p in (ROOT / "kdutils").glob("*.py") if p.name != "__main__.py"]:   # __main__ forwards to the CLI
         text = path.read_text()
-        imported |= set(re.findall(r"^\s*(?:from|import) ([a-z_][a-z0-9_]*)", text, re.M))
+        found = set(re.findall(r"^\s*(?:from|import) ([a-z_][a-z0-9_]*)", text, re.M))
+        if path.name == "hf.py":       # the one module of the [hf] extra: only it imports transformers & co.
+            hf_imported |= found - declared
+            found &= declared | {"kdutils", "__future__"} | set(sys.stdlib_module_names)
+        imported |= found
         assert not re.search(r"^\s*from \.course|^\s*from kdutils\.course|^\s*import kdutils\.course", text, re.M), \
             f"{path.name}: the library must not import the course tooling"
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ("kdutils", "__future__")}
     assert third_party == declared, f"imported but not declared: {third_party - declared}; declared, not imported: {declared - third_party}"
+    hf_extra = {_name(r) for r in py["optional-dependencies"]["hf"]}
+    assert hf_imported - set(sys.stdlib_module_names) <= hf_extra, f"kdutils.hf imports {hf_imported - hf_extra} outside the [hf] extra"
 
 
 ALL_NOTEBOOKS = NOTEBOOKS + sorted((ROOT / "notebooks" / "assignments").rglob("*.ipynb"))

@@ -40,7 +40,7 @@ import nbformat
 
 from . import colab
 
-COLAB_LACKS = ("kdutils", "mnist1d", "otter-grader")   # what a fresh Colab runtime does not have
+COLAB_LACKS = ("kdutils", "mnist1d", "otter-grader", "trl")   # what a fresh Colab runtime does not have
 NEVER_REINSTALLED = ("torch", "torchvision", "numpy")   # Colab's own builds: the set-up must keep them
 
 _STUB = {
