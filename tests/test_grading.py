@@ -26,7 +26,7 @@ FULL = {"q1": 3, "q2": 2, "q3": 3, "q4": 1, "q5": 3, "q6": 2, "q7": 2}
 
 
 def test_assignment_list():
-    assert ASSIGNMENTS == [fx.A1, fx.A2, fx.A3, fx.A4, fx.A5, fx.A6, fx.A7]
+    assert ASSIGNMENTS == [fx.A1, fx.A2, fx.A3, fx.A4, fx.A5, fx.A6, fx.A7, fx.A8]
 
 
 def test_autograder_zip_is_read_once_and_a_broken_one_is_named(tmp_path):
@@ -373,7 +373,7 @@ def test_killed_run_keeps_finished_rows_and_resumes(assigned, tmp_path):
     assert not (out / "previous").exists(), "resuming keeps the table: nothing to set aside"
 
 
-@pytest.mark.parametrize("name", [fx.A2, fx.A3, fx.A4, fx.A5, fx.A6, fx.A7])
+@pytest.mark.parametrize("name", [fx.A2, fx.A3, fx.A4, fx.A5, fx.A6, fx.A7, fx.A8])
 def test_other_assignments(assigned, tmp_path, monkeypatch, name):
     """Each solution earns every point, the untouched student version none, and each classic bug its exact loss."""
     dist, subs = assigned, tmp_path / "subs"
@@ -425,8 +425,8 @@ def test_other_assignments(assigned, tmp_path, monkeypatch, name):
         expected["fair_written_differently.ipynb"] = full
         fx.edit(sol, subs / "broken_half_edited.ipynb", fx.A6_BROKEN)
         expected["broken_half_edited.ipynb"] = {**full, "q1": 0.0, "q5": 0.0}
-    if name == fx.A7:   # each classic speculative-sampling mistake costs exactly what it breaks, and is named
-        for bug, (lost, _, edit) in fx.A7_BUGS.items():
+    if name in (fx.A7, fx.A8):   # each classic mistake costs exactly what it breaks, and is named
+        for bug, (lost, _, edit) in (fx.A7_BUGS if name == fx.A7 else fx.A8_BUGS).items():
             fx.edit(sol, subs / f"{bug}.ipynb", [edit])
             expected[f"{bug}.ipynb"] = {**full, **lost}
     table = grading.grade_folder(name, subs, dist=dist, out=tmp_path / "grades", timeout=150, jobs=2, progress=False)
@@ -445,8 +445,10 @@ def test_other_assignments(assigned, tmp_path, monkeypatch, name):
             assert not any(f"({w}" in feedback for w in others), f"{bug}: the feedback names a bug that was fixed"
             assert f"BUG STILL THERE ({words}" in untouched, f"the untouched notebook's feedback does not name {words}"
         assert "BUG STILL THERE" not in solution
-    if name == fx.A7:
-        for bug, (_, words, _) in fx.A7_BUGS.items():
+    if name in (fx.A7, fx.A8):
+        for bug, (_, words, _) in (fx.A7_BUGS if name == fx.A7 else fx.A8_BUGS).items():
+            if words is None:
+                continue
             feedback = (tmp_path / "grades" / "feedback" / f"{bug}.ipynb.student.txt").read_text()
             assert f"BUG STILL THERE ({words}" in feedback, f"{bug}: the feedback does not name the bug"
         solution = (tmp_path / "grades" / "feedback" / "solution.ipynb.student.txt").read_text()

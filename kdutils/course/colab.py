@@ -107,14 +107,14 @@ def source_of(cell_source: str) -> str | None:
     return m["source"] if m else None
 
 
-HF_NOTEBOOKS = ("11_hf_trl_cross_tokenizer", "a8_trainer_and_tokenizers")   # they need the [hf] extra
+HF_NOTEBOOKS = ("11_hf_trl_cross_tokenizer",)   # they need the [hf] extra
 
 
 def extras_for(path: Path) -> tuple[str, ...]:
     """The assignments need otter-grader (the ``grading`` extra); the notebooks on the practitioners' tools
     need ``transformers`` and TRL (the ``hf`` extra); the other notebooks need nothing extra."""
     extras = ("grading",) if "assignments" in Path(path).parts else ()
-    return extras + (("hf",) if Path(path).stem.removesuffix("-student").removesuffix("-solution") in HF_NOTEBOOKS else ())
+    return extras + (("hf",) if Path(path).stem in HF_NOTEBOOKS else ())
 
 
 def setup_cell_index(nb) -> int:
