@@ -131,8 +131,10 @@ def make_runtime(root: Path) -> dict:
                                capture_output=True, text=True, check=True).stdout.strip())
     # Colab's preinstalled packages: everything the project's environment has, minus what Colab lacks
     hidden = set().union(*(_top_level_entries(name) for name in COLAB_LACKS))
-    preinstalled = root / "colab-preinstalled"
-    preinstalled.mkdir()
+    # (in a folder named site-packages: on Colab they live under sys.prefix, in dist-packages, and tools that ask
+    # "is this module installed?" by its path, as dill does for the datasets library, must answer yes here too)
+    preinstalled = root / "colab-preinstalled" / "site-packages"
+    preinstalled.mkdir(parents=True)
     ours = Path(sysconfig.get_paths()["purelib"])
     for entry in ours.iterdir():
         if entry.name in hidden or entry.suffix == ".pth" or entry.name.startswith("__editable__") \
