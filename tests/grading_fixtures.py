@@ -241,9 +241,11 @@ A8 = "a8_trainer_and_tokenizers"
 A8_LOSS, A8_GUARD, A8_PROJECT = "def distillation_loss", "def check_same_vocab", "def project"
 A8_BUGS = {   # the classic mistakes of a Trainer's loss and of a cross-tokenizer step: bug -> (what it costs, the name the
     # feedback gives (None: the value is simply wrong), (marker, old, new))
-    "bug_not_shifted": ({"q1": 1.0}, "labels not shifted", (A8_LOSS, "z_s, z_t, y = student_logits[:, :-1], teacher_logits[:, :-1].detach(), labels[:, 1:]",
-                                                           "z_s, z_t, y = student_logits, teacher_logits.detach(), labels")),
-    "bug_minus100_in_the_loss": ({"q1": 1.0}, "-100 in the loss", (A8_LOSS, "keep = y != -100", "keep = torch.ones_like(y, dtype=torch.bool)")),
+    "bug_not_shifted": ({"q1": 1.0}, "labels not shifted",
+                        (A8_LOSS, "z_s, z_t, y = student_logits[:, :-1], teacher_logits[:, :-1].detach(), labels[:, 1:]",
+                         "z_s, z_t, y = student_logits, teacher_logits.detach(), labels")),
+    "bug_minus100_in_the_loss": ({"q1": 1.0}, "-100 in the loss",
+                                 (A8_LOSS, "keep = y != -100", "keep = torch.ones_like(y, dtype=torch.bool)")),
     "bug_temperature_on_student_only": ({"q1": 2.0}, "temperature on the student only",
                                         (A8_LOSS, "F.log_softmax(z_t[keep] / T, -1)", "F.log_softmax(z_t[keep], -1)")),
     "bug_no_t_squared": ({"q1": 2.0}, "T^2 missing", (A8_LOSS, "alpha * T * T * soft", "alpha * soft")),
@@ -253,6 +255,7 @@ A8_BUGS = {   # the classic mistakes of a Trainer's loss and of a cross-tokenize
     "bug_sizes_compared": ({"q2": 2.0}, "sizes compared, not tokens",
                            (A8_GUARD, "if differ:", "if len(student_vocab) != len(teacher_vocab):\n        differ = differ or ['?']")),
     "bug_not_renormalised": ({"q2": 2.0}, "not renormalised", (A8_PROJECT, "return q / total if total > 0 else q", "return q")),
-    "bug_prefix_ignored": ({"q2": 2.0}, "prefix ignored", (A8_PROJECT, "if len(ids) > r and list(ids[:r]) == list(prefix):\n            q[ids[r]] += teacher_probs[t]",
-                                                           "q[ids[0]] += teacher_probs[t]")),
+    "bug_prefix_ignored": ({"q2": 2.0}, "prefix ignored",
+                           (A8_PROJECT, "if len(ids) > r and list(ids[:r]) == list(prefix):\n            q[ids[r]] += teacher_probs[t]",
+                            "q[ids[0]] += teacher_probs[t]")),
 }
