@@ -31,6 +31,7 @@ from pathlib import Path
 import nbformat
 
 from .. import runtime
+from . import autograde
 from .colab import SETUP_MARKER
 from .syllabus import syllabus_page
 
@@ -178,9 +179,8 @@ def _drop_widgets(nb) -> None:
 
 
 # the cells a reader folds open only if curious: the Colab set-up cell and an assignment's autograder cell
-FOLDED = {SETUP_MARKER: "Set-up (installs the course on Colab; nothing elsewhere): show the code",
-          "# Autograder set-up": "Autograder set-up (loads the public tests for grader.check): show the code",
-          "# @title Autograder set-up": "Autograder set-up (loads the public tests for grader.check): show the code"}
+SETUP_SUMMARY = "Set-up (installs the course on Colab; nothing elsewhere): show the code"
+AUTOGRADER_SUMMARY = "Autograder set-up (loads the public tests for grader.check): show the code"
 
 
 def _fold_setup(nb) -> None:
@@ -189,7 +189,8 @@ def _fold_setup(nb) -> None:
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        summary = next((s for marker, s in FOLDED.items() if cell.source.lstrip().startswith(marker)), None)
+        summary = (SETUP_SUMMARY if cell.source.lstrip().startswith(SETUP_MARKER)
+                   else AUTOGRADER_SUMMARY if autograde.is_autograder_cell(cell.source) else None)
         if summary:
             cell.metadata.setdefault("tags", [])
             if "hide-input" not in cell.metadata["tags"]:
