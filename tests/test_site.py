@@ -353,3 +353,15 @@ def test_staged_notebook_folds_its_setup_cell_and_the_download_keeps_it(tmp_path
     assert not any("hide-input" in c.metadata.get("tags", []) for c in others), "only the set-up cell is folded"
     download = nbformat.read(tmp_path / "downloads" / "notebooks" / stored.name, as_version=4)
     assert "tags" not in download.cells[colab.setup_cell_index(download)].metadata
+
+
+def test_staged_assignment_folds_its_autograder_cell_in_both_versions(tmp_path):
+    src = ROOT / "notebooks" / "assignments" / "a8_trainer_and_tokenizers" / "a8_trainer_and_tokenizers.ipynb"
+    nb = nbformat.read(src, as_version=4)
+    student = nbformat.from_dict(nb)
+    grader = next(c for c in student.cells if c.cell_type == "code" and "otter.Notebook" in c.source)
+    grader.source = "# @title Autograder set-up (the public tests)\n" + grader.source.split("\n", 1)[1]
+    for version in (nb, student):
+        site._fold_setup(version)
+        folded = [c for c in version.cells if "hide-input" in c.metadata.get("tags", [])]
+        assert [c.metadata["mystnb"]["code_prompt_show"].split(" (")[0] for c in folded] == ["Set-up", "Autograder set-up"]
