@@ -84,7 +84,7 @@ AXE_RUN = """async ([tags, rules]) => {
                                  where: v.nodes.slice(0, 3).map(n => n.target.join(' ') + ': ' + n.html.slice(0, 100))}));
 }"""
 # the dark theme the Book theme offers (its toggle sets these attributes on <html>)
-DARK = "() => { document.documentElement.dataset.theme = 'dark'; document.documentElement.dataset.mode = 'dark'; }"
+THEME = "(mode) => { document.documentElement.dataset.theme = mode; document.documentElement.dataset.mode = mode; }"
 # where keyboard focus is, and whether it shows: a focus ring (outline) or a box-shadow
 FOCUSED = """() => {
   const e = document.activeElement;
@@ -137,7 +137,7 @@ def accessibility(page, axe: str) -> tuple[list[str], dict]:
     """axe-core's WCAG 2.1 A/AA rules on ``page`` (light theme), then its colour contrast in the dark theme."""
     page.evaluate(axe)
     light = page.evaluate(AXE_RUN, [AXE_TAGS, None])
-    page.evaluate(DARK)
+    page.evaluate(THEME, "dark")
     dark = page.evaluate(AXE_RUN, [AXE_TAGS, ["color-contrast"]])
     problems = [f"{theme}accessibility: {v['rule']} ({v['impact']}): {v['help']}; {v['count']} element(s), e.g. "
                 + " | ".join(v["where"]) for theme, found in (("", light), ("dark theme: ", dark)) for v in found]
@@ -394,8 +394,7 @@ def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | Non
                 ([], {"light": [], "dark": [], "skipped": True})
             current += found
             if rel == walk:
-                page.evaluate("() => { document.documentElement.dataset.theme = 'light'; "
-                              "document.documentElement.dataset.mode = 'light'; }")
+                page.evaluate(THEME, "light")
                 found, stops = keyboard_walk(page)
                 current += found
                 report["keyboard"] = {"page": rel, "stops": stops}
