@@ -56,12 +56,6 @@ def check_same_tokenizer(student_tokenizer, teacher_tokenizer) -> None:
                      "(kdutils.cross_tokenizer.WordProjection or uld_loss)")
 
 
-def retokenize(student_ids: torch.Tensor, student_tokenizer, teacher_tokenizer) -> list[str]:
-    """What the teacher must read: the student's sequences decoded to text (special tokens kept),
-    to be encoded again by the teacher's tokenizer."""
-    return student_tokenizer.batch_decode(student_ids.tolist(), skip_special_tokens=False)
-
-
 # --------------------------------------------------------------------------- word projection
 
 def word_pieces(tokenizer, word: str) -> list[int]:

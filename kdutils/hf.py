@@ -33,7 +33,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers, trainers  # noqa: E402
 
-from . import checks, losses  # noqa: E402
+from . import checks, losses, token_losses  # noqa: E402
 
 PAD, EOS, USER, ASSISTANT = "<pad>", "<eos>", "<user>", "<assistant>"
 SPECIAL_TOKENS = (PAD, EOS, USER, ASSISTANT)
@@ -120,10 +120,7 @@ def distillation_loss_sum(student_logits, teacher_logits, labels, *, temperature
     if labels.shape != student_logits.shape[:-1]:
         raise ValueError(f"labels must have the logits' leading shape {tuple(student_logits.shape[:-1])}, "
                          f"got {tuple(labels.shape)}")
-    if student_logits.shape[-1] != teacher_logits.shape[-1]:
-        raise ValueError(f"vocabulary mismatch: the student has {student_logits.shape[-1]:,} tokens, the teacher "
-                         f"{teacher_logits.shape[-1]:,}. Models with different tokenizers need a cross-tokenizer "
-                         "loss (kdutils.cross_tokenizer), never each other's token ids")
+    token_losses.check_vocab(student_logits.shape[-1], teacher_logits.shape[-1])
     target = labels[:, 1:]
     mask = target != checks.IGNORE_INDEX
     per_token = losses.distillation_loss(student_logits[:, :-1], teacher_logits[:, :-1],
