@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from kdutils import runtime
-from kdutils.course import grading
+from kdutils.course import grade
 
 
 def main():
@@ -32,7 +32,7 @@ def main():
         for i in range(args.copies):
             shutil.copy(solution, subs / f"student{i:03d}.ipynb")
         start = time.perf_counter()
-        table = grading.grade_folder(args.assignment, subs, dist=dist, out=Path(tmp) / "grades", jobs=args.jobs)
+        table = grade.grade_folder(args.assignment, subs, dist=dist, out=Path(tmp) / "grades", jobs=args.jobs)
         wall = time.perf_counter() - start
     assert (table.total == table.possible).all(), table[["submission", "total", "status"]]
     per = wall / args.copies

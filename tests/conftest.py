@@ -109,16 +109,16 @@ def assigned(tmp_path_factory):
     version and the profile, so the pytest sessions of ``make check``'s stages (and the loop while
     editing a test) run it once for each change; the tests get a private copy.
     """
-    from kdutils.course import grading
+    from kdutils.course import assign, layout, otterformat
 
     d = tmp_path_factory.mktemp("dist")
-    names = grading.list_assignments()
+    names = layout.list_assignments()
     store = Path(os.environ["KD_CACHE_DIR"]) / "otter-assign"
     keys = {name: _assign_key(name) for name in names}
     todo = [n for n in names if not (store / f"{n}-{keys[n]}" / ".complete").exists()]
     if todo:
         fresh = tmp_path_factory.mktemp("assign")
-        table = grading.assign_all(todo, dist=fresh, verify=False, jobs=2)
+        table = assign.assign_all(todo, dist=fresh, verify=False, jobs=2)
         assert list(table.assignment) == todo
         for name in todo:
             for old in store.glob(f"{name}-*"):                  # an older version of this master
@@ -133,6 +133,6 @@ def assigned(tmp_path_factory):
     for name in names:
         shutil.copytree(store / f"{name}-{keys[name]}", d / name, ignore=shutil.ignore_patterns(".complete"))
         student = (d / name / "student" / f"{name}.ipynb").read_text()
-        leaks = [m for m in grading.LEAK_MARKERS if m in student]     # (otter_assign refuses these too)
-        assert not leaks and "# BEGIN SOLUTION" in grading.LEAK_MARKERS, f"{name}: solutions or hidden tests leak: {leaks}"
+        leaks = [m for m in otterformat.LEAK_MARKERS if m in student]     # (otter_assign refuses these too)
+        assert not leaks and "# BEGIN SOLUTION" in otterformat.LEAK_MARKERS, f"{name}: solutions or hidden tests leak: {leaks}"
     return d

@@ -18,11 +18,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kdutils.course import colab, colabsim, grading
+from kdutils.course import colabsim, layout, otterformat
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-ASSIGNMENTS = grading.list_assignments()
+ASSIGNMENTS = layout.list_assignments()
 
 
 def _wheelhouse() -> Path:
@@ -46,7 +46,7 @@ def answered(student: nbformat.NotebookNode, solution: nbformat.NotebookNode) ->
     theirs = [c for c in solution.cells if c.cell_type == "code"]
     assert len(mine) == len(theirs), "student and solution versions must have the same code cells"
     for m, t in zip(mine, theirs):
-        if colab.OTTER_INIT_MARKER not in m.source:
+        if otterformat.AUTOGRADER_CELL not in m.source:
             m.source = t.source
     return nb
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kdutils.course import grading, sandbox
+from kdutils.course import layout, otterformat, sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def _run(root: Path, **env) -> dict:
     return json.loads((root / "results" / "results.json").read_text())
 
 
-@pytest.mark.parametrize("name", grading.list_assignments())
+@pytest.mark.parametrize("name", layout.list_assignments())
 def test_gradescope_zip_grades_the_solution_fully_and_the_student_version_zero(assigned, tmp_path, name):
     zip_path = assigned / name / "gradescope" / f"{name}-gradescope.zip"
     assert zip_path.exists(), "make assignments writes a Gradescope zip per assignment"
@@ -67,7 +67,7 @@ def test_gradescope_zip_grades_the_solution_fully_and_the_student_version_zero(a
     assert {"setup.sh", "run_autograder", "requirements.txt", "config.json", "autograder.zip"} <= names
     assert any(n.startswith("wheels/kdutils-") for n in names), "the kdutils wheel is inside"
     assert "download.pytorch.org/whl/cpu" in setup and "torch==" in setup, "a pinned CPU torch"
-    qs = grading.questions(grading.find_autograder(name, assigned))
+    qs = otterformat.read_tests(layout.autograder_zip(name, assigned)).points
     cache = assigned / name / "autograder" / "cache"
     shipped = {f"cache/{p.relative_to(cache).as_posix()}" for p in cache.rglob("*") if p.suffix in (".pt", ".npz")}
     assert shipped <= names, f"the trained teachers and datasets are inside: missing {sorted(shipped - names)[:3]}"

@@ -16,12 +16,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kdutils.course import grading, sandbox
+from kdutils.course import grade, layout, otterformat, records, sandbox, submissions
 import grading_fixtures as fx
 from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = grading.list_assignments()
+ASSIGNMENTS = layout.list_assignments()
 FULL = {"q1": 3, "q2": 2, "q3": 3, "q4": 1, "q5": 3, "q6": 2, "q7": 2}
 
 
@@ -41,14 +41,13 @@ def test_autograder_zip_is_read_once_and_a_broken_one_is_named(tmp_path):
 
     q1 = 'name = "q1"\npoints = 2\ntest_cases = []\n'
     good = zipped("good.zip", {"tests/q1.py": q1, "tests/q2.py": 'name = "q2"\npoints = 1.5\n', "other.py": "x = 1"})
-    assert grading.questions(good) == {"q1": 2.0, "q2": 1.5}
-    assert grading.test_sources(good)["q1"] == q1
+    assert otterformat.read_tests(good) == otterformat.Tests({"q1": 2.0, "q2": 1.5}, {"q1": q1, "q2": 'name = "q2"\npoints = 1.5\n'})
     twice = zipped("twice.zip", {"tests/q1.py": q1, "tests/q1_copy.py": q1})
-    with pytest.raises(grading.GradingError, match="two test files for question 'q1'"):
-        grading.questions(twice)
+    with pytest.raises(layout.CourseError, match="two test files for question 'q1'"):
+        otterformat.read_tests(twice)
     nameless = zipped("nameless.zip", {"tests/q1.py": "points = 2\n"})
-    with pytest.raises(grading.GradingError, match="tests/q1.py sets no question name"):
-        grading.test_sources(nameless)
+    with pytest.raises(layout.CourseError, match="tests/q1.py sets no question name"):
+        otterformat.read_tests(nameless)
 
 
 def scores(**lost):
@@ -295,7 +294,7 @@ def test_a1_class_graded_fairly_strictly_and_safely(assigned, tmp_path, monkeypa
     kdutils_files = _tree_digest(ROOT / "kdutils")
 
     start = time.perf_counter()
-    table = grading.grade_folder(fx.A1, subs, dist=dist, out=out, timeout=30, cell_timeout=5, jobs=2, progress=False)
+    table = grade.grade_folder(fx.A1, subs, dist=dist, out=out, timeout=30, cell_timeout=5, jobs=2, progress=False)
     seconds = time.perf_counter() - start
     by = table.set_index("submission")
     assert sorted(by.index) == sorted(A1_EXPECTED), "one row per submission, named by its path"
@@ -313,7 +312,7 @@ def test_a1_class_graded_fairly_strictly_and_safely(assigned, tmp_path, monkeypa
     # feedback: one pair per submission, the student's names the bug and never shows hidden-test source
     fb = out / "feedback"
     for name in A1_EXPECTED:
-        stem = grading.submissions.feedback_stem(name)
+        stem = submissions.feedback_stem(name)
         student = (fb / f"{stem}.student.txt").read_text()
         assert (fb / f"{stem}.instructor.txt").exists()
         assert not any(h in student for h in HIDDEN_SOURCE), f"hidden-test source in {stem}.student.txt"
@@ -336,12 +335,12 @@ def test_a1_class_graded_fairly_strictly_and_safely(assigned, tmp_path, monkeypa
 
     # a rerun grades nothing that is already graded; a changed submission is regraded, its old row kept aside
     calls = []
-    real = grading.grade_one
-    monkeypatch.setattr(grading, "grade_one", lambda s, *a, **k: calls.append(s.name) or real(s, *a, **k))
-    again = grading.grade_folder(fx.A1, subs, dist=dist, out=out, timeout=30, cell_timeout=5, jobs=2, progress=False)
+    real = grade.grade_one
+    monkeypatch.setattr(grade, "grade_one", lambda s, *a, **k: calls.append(s.name) or real(s, *a, **k))
+    again = grade.grade_folder(fx.A1, subs, dist=dist, out=out, timeout=30, cell_timeout=5, jobs=2, progress=False)
     assert calls == [] and again.equals(table)
     shutil.copy(subs / "solution.ipynb", subs / "bug_swapped_args.ipynb")   # the student resubmits, fixed
-    third = grading.grade_folder(fx.A1, subs, dist=dist, out=out, timeout=30, cell_timeout=5, jobs=2, progress=False)
+    third = grade.grade_folder(fx.A1, subs, dist=dist, out=out, timeout=30, cell_timeout=5, jobs=2, progress=False)
     assert calls == ["bug_swapped_args.ipynb"]
     assert third.set_index("submission").loc["bug_swapped_args.ipynb", "total"] == 16
     kept = list((out / "previous").glob("*/grades.csv"))
@@ -354,7 +353,7 @@ def test_killed_run_keeps_finished_rows_and_resumes(assigned, tmp_path):
     subs.mkdir()
     (subs / "a_essay.txt").write_text("no notebook")
     fx.edit(dist / fx.A1 / "student" / f"{fx.A1}.ipynb", subs / "b_slow.ipynb", append=["import time\ntime.sleep(600)"])
-    code = (f"from kdutils.course import grading; grading.grade_folder({fx.A1!r}, {str(subs)!r}, dist={str(dist)!r}, "
+    code = (f"from kdutils.course import grade; grade.grade_folder({fx.A1!r}, {str(subs)!r}, dist={str(dist)!r}, "
             f"out={str(out)!r}, timeout=900, cell_timeout=900, progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     csv = out / "grades.csv"
@@ -368,7 +367,7 @@ def test_killed_run_keeps_finished_rows_and_resumes(assigned, tmp_path):
     rows = pd.read_csv(csv)
     assert list(rows.submission) == ["a_essay.txt"], "the finished row survives; the unfinished one is not half-written"
     assert _sleepers("600") == [], "the killed grader's sandbox did not outlive it"
-    table = grading.grade_folder(fx.A1, subs, dist=dist, out=out, timeout=60, cell_timeout=3, progress=False)
+    table = grade.grade_folder(fx.A1, subs, dist=dist, out=out, timeout=60, cell_timeout=3, progress=False)
     assert list(table.submission) == ["a_essay.txt", "b_slow.ipynb"]
     assert not (out / "previous").exists(), "resuming keeps the table: nothing to set aside"
 
@@ -381,7 +380,7 @@ def test_other_assignments(assigned, tmp_path, monkeypatch, name):
     sol = dist / name / "autograder" / f"{name}.ipynb"
     shutil.copy(sol, subs / "solution.ipynb")
     shutil.copy(dist / name / "student" / f"{name}.ipynb", subs / "untouched_student.ipynb")
-    qs = grading.questions(grading.find_autograder(name, dist))
+    qs = otterformat.read_tests(layout.autograder_zip(name, dist)).points
     full = {q: float(p) for q, p in qs.items()}
     expected = {"solution.ipynb": full, "untouched_student.ipynb": {q: 0.0 for q in qs}}
     if name == fx.A2:
@@ -429,7 +428,7 @@ def test_other_assignments(assigned, tmp_path, monkeypatch, name):
         for bug, (lost, _, edit) in (fx.A7_BUGS if name == fx.A7 else fx.A8_BUGS).items():
             fx.edit(sol, subs / f"{bug}.ipynb", [edit])
             expected[f"{bug}.ipynb"] = {**full, **lost}
-    table = grading.grade_folder(name, subs, dist=dist, out=tmp_path / "grades", timeout=150, jobs=2, progress=False)
+    table = grade.grade_folder(name, subs, dist=dist, out=tmp_path / "grades", timeout=150, jobs=2, progress=False)
     by = table.set_index("submission")
     got = {s: {q: float(by.loc[s, q]) for q in qs} for s in expected}
     assert got == expected, by[["status"]].to_dict()
@@ -464,7 +463,7 @@ def _grade_cli(tmp_path, submissions, *extra):
 
 
 def test_grade_cli_refuses_bad_input_and_writes_nothing(tmp_path):
-    grades = Path(grading.runtime.repo_root()) / "grades" / fx.A1
+    grades = layout.grades_dir(fx.A1)
     existed = grades.exists()
     (tmp_path / "subs").mkdir()
     (tmp_path / "subs" / "alice.ipynb").write_text("{}")
@@ -555,10 +554,10 @@ def test_submission_layouts(tmp_path):
     (tmp_path / "y" / ".ipynb_checkpoints" / "one-checkpoint.ipynb").write_text(nb)
     (tmp_path / "z").mkdir()
     (tmp_path / ".DS_Store").write_text("")
-    found = {s.name: s for s in grading.submissions.find(tmp_path, fx.A1)}
+    found = {s.name: s for s in submissions.find(tmp_path, fx.A1)}
     assert sorted(found) == [f"x/{fx.A1} (2).ipynb", "y/one.IPYNB", "z/"]
     assert found["z/"].problem and "holds no notebook" in found["z/"].problem
-    stem = grading.submissions.feedback_stem
+    stem = submissions.feedback_stem
     assert stem("bob.ipynb") == "bob.ipynb" and stem("carol_1234/a1.ipynb") == "carol_1234__a1.ipynb"
     assert stem("x/a b.ipynb").startswith("x__a_b.ipynb-")
     names = ["josé.ipynb", "josè.ipynb", "jos_.ipynb", "a/b.ipynb", "a__b.ipynb", "a b.ipynb", "a_b.ipynb"]
@@ -579,7 +578,7 @@ def test_grading_records_are_validated_and_a_bad_one_never_raises():
              _rec(question="q9", score=5), _rec(cell=0, seconds=0.1), _rec(cell="x"), _rec(done=True),
              (TOKEN + "{not json\n").encode(), (TOKEN + "[1, 2]\n").encode(), b"someone else's line\n",
              ("0" * 32 + json.dumps({"question": "q2", "score": 2})).encode(), _rec(tamper="replaced torch.isclose")]
-    graded, cells, done, problems = grading.read_records(lines, TOKEN, QS)
+    graded, cells, done, problems = records.read_records(lines, TOKEN, QS)
     assert {q: r["score"] for q, r in graded.items()} == {"q1": 3}, "only valid scores of known questions, the best kept"
     assert list(cells) == [0] and done is True
     assert problems == ["sent a grading record with an impossible score for q2", "sent a malformed grading record",
@@ -590,26 +589,26 @@ def test_a_zip_bomb_or_a_huge_notebook_costs_only_its_row(tmp_path, monkeypatch)
     """A notebook over the cap, or a zip member that unpacks to more, is refused after reading no more than the cap."""
     import zipfile
 
-    monkeypatch.setattr(grading.submissions, "MAX_NOTEBOOK_BYTES", 1 << 20)
+    monkeypatch.setattr(submissions, "MAX_NOTEBOOK_BYTES", 1 << 20)
     with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("a1_kd_losses.ipynb", b'{"cells": [' + b" " * (8 << 20) + b"]}")
     assert (tmp_path / "bomb.zip").stat().st_size < 100_000
     (tmp_path / "huge.ipynb").write_bytes(b" " * (2 << 20))
-    found = {s.name: s for s in grading.submissions.find(tmp_path, "a1_kd_losses")}
+    found = {s.name: s for s in submissions.find(tmp_path, "a1_kd_losses")}
     for name in ("bomb.zip", "huge.ipynb"):
-        row, for_instructor, for_student = grading.grade_one(found[name], {}, QS, timeout=5)
+        row, for_instructor, for_student = grade.grade_one(found[name], {}, QS, timeout=5)
         assert row["total"] == 0 and "larger than 1 MiB" in row["status"], row
         assert found[name].digest()                 # and the batch can still key its row
 
 
 def test_the_host_reads_only_regular_files_and_only_so_much(tmp_path):
     (tmp_path / "output.log").write_text("x" * 100)
-    assert grading.read_regular(tmp_path / "output.log", 10) == "x" * 10
+    assert records.read_regular(tmp_path / "output.log", 10) == "x" * 10
     os.mkfifo(tmp_path / "fifo.log")                    # opened the usual way, a FIFO with no writer hangs the reader
-    assert grading.read_regular(tmp_path / "fifo.log", 10) == ""
+    assert records.read_regular(tmp_path / "fifo.log", 10) == ""
     (tmp_path / "link.log").symlink_to(tmp_path / "output.log")
-    assert grading.read_regular(tmp_path / "link.log", 10) == "", "a link the sandbox left is not followed"
-    assert grading.read_regular(tmp_path / "missing.log", 10) == ""
+    assert records.read_regular(tmp_path / "link.log", 10) == "", "a link the sandbox left is not followed"
+    assert records.read_regular(tmp_path / "missing.log", 10) == ""
     lines = []
-    grading._read_capped(iter([b"a" * 600 + b"\n"] * 10_000), lines, cap=1000)
+    records.read_capped(iter([b"a" * 600 + b"\n"] * 10_000), lines, cap=1000)
     assert sum(map(len, lines)) <= 1000, "a flood of output is drained, not kept"

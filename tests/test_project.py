@@ -312,3 +312,29 @@ def test_no_module_of_kdutils_uses_another_module_s_private_names():
             names = [n.strip().split(" as ")[0] for n in m.group(1).strip("()").split(",")]
             found += [f"{f.relative_to(ROOT)}: from ... import {n}" for n in names if n.startswith("_")]
     assert not found, "private names used across modules: " + "; ".join(found)
+
+
+def test_the_tooling_has_one_place_for_otters_format_and_for_where_files_live():
+    """otter's markers and the test-file reader are written in kdutils.course.otterformat only, the course's
+    folders in kdutils.course.layout only; the site and its check build on layout, assign and otterformat,
+    never on grading a class; the teaching library never imports the tooling (``python -m kdutils``,
+    ``kdutils/__main__.py``, only forwards to its command line)."""
+    course = ROOT / "kdutils" / "course"
+    markers = ['"# BEGIN SOLUTION', '"hidden=True"', "grader\\s*\\.\\s*check", '"tests/"', '"# Autograder set-up"']
+    folders = ['"assignments"', '/ "dist"', '/ "grades"', '"[0-9][0-9]_*.ipynb"']
+    found = []
+    for f in sorted(course.glob("*.py")):
+        text = f.read_text()
+        if f.name != "otterformat.py":
+            found += [f"{f.name} writes otter's {m}" for m in markers if m in text]
+        if f.name != "layout.py":
+            found += [f"{f.name} builds the path {m}" for m in folders if m in text]
+    assert not found, found
+    imports = re.compile(r"^\s*from \.(\w+) import|^\s*from \. import ([\w, ]+)", re.M)
+    for name in ("site", "sitecheck", "otterformat", "layout"):
+        text = (course / f"{name}.py").read_text()
+        used = {n.strip() for m in imports.finditer(text) for n in (m.group(1) or m.group(2)).split(",")}
+        assert not used & {"grade", "records", "feedback", "sandbox", "autograde"}, f"{name} imports {used}"
+    tooling = re.compile(r"^\s*(from|import) [\w.]*course", re.M)
+    library = [f.name for f in (ROOT / "kdutils").glob("*.py") if f.name != "__main__.py" and tooling.search(f.read_text())]
+    assert not library, f"the teaching library imports the tooling: {library}"

@@ -14,10 +14,10 @@ import nbformat
 import pytest
 
 from kdutils import report, runtime
-from kdutils.course import colab, grading, site, sitecheck, syllabus
+from kdutils.course import colab, layout, otterformat, site, sitecheck, syllabus
 
 ROOT = runtime.repo_root()
-NOTEBOOKS = site.course_notebooks(ROOT / "notebooks")
+NOTEBOOKS = layout.course_notebooks(ROOT / "notebooks")
 
 
 def _browser_or_skip():
@@ -127,7 +127,7 @@ def test_secret_lines_are_solutions_and_hidden_tests_never_prompts():
     hidden = 'assert t.grad is None, "the teacher\'s features received a gradient: teacher_map must be detached"'
     assert a5 in secrets and hidden in secrets
     for visible in ("def hint_term(student_map, teacher_map, regressor):", "_r = nn.Conv1d(3, 5, 1)",
-                    sitecheck.OTTER_PLACEHOLDERS[0]):
+                    otterformat.PLACEHOLDERS[0]):
         assert visible not in secrets, visible
     # a6 writes its fixes with otter's NO PROMPT markers and shows the buggy line (a PROMPT block) instead
     for fix in ("n_tokens = sum(mask.sum() for _, _, mask in micro_batches)", 'tau = cfg["kd_temperature"]',
@@ -232,7 +232,7 @@ def test_site_builds_from_a_run_and_passes_the_browser_check(tmp_path):
     assert built["without_figures"] == [n for n in plotting if not n.startswith("03")]
     out = built["out"]
     assert built["pages"] == [f"notebooks/{p.stem}.html" for p in NOTEBOOKS] + \
-        [f"notebooks/assignments/{a}/{a}.html" for a in grading.list_assignments()]
+        [f"notebooks/assignments/{a}/{a}.html" for a in layout.list_assignments()]
     assert not built["warnings"], built["warnings"]
     for page in built["pages"] + ["index.html", "results.html", "search.html", "_static/mathjax/tex-chtml.js"]:
         assert (out / page).is_file(), page
@@ -332,7 +332,7 @@ def test_syllabus_from_each_notebooks_entry_and_the_runs_own_times(tmp_path):
         meta = syllabus.entry(nbformat.read(path, as_version=4), path.name)
         assert f"[{path.stem}](notebooks/{path.stem}.ipynb)" in page and all(o in page for o in meta["objectives"])
     graded = " ".join(" ".join(syllabus.entry(nbformat.read(p, as_version=4), p.name)["graded_by"]) for p in NOTEBOOKS)
-    for name in grading.list_assignments():       # every assignment grades some notebook
+    for name in layout.list_assignments():       # every assignment grades some notebook
         assert name.split("_")[0] + " q" in graded, name
     broken = nbformat.read(NOTEBOOKS[2], as_version=4)
     broken.metadata["syllabus"]["objectives"] = ["only one"]

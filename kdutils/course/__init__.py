@@ -4,7 +4,12 @@
 * ``nbrun``    -- execute the notebooks in order (``make run``)
 * ``colab``    -- the notebooks' Colab badges and set-up cells, generated in one place
 * ``colabsim`` -- run a notebook as Colab would, opened alone (``make test``)
-* ``grading``  -- otter assign, and grading a class (``make assignments``, ``make grade``)
+* ``layout``   -- where notebooks, assignments, dist/ and grades/ live (every tool asks here)
+* ``otterformat`` -- otter's markers and test files, read in one place (assign, grade, site, sitecheck)
+* ``assign``   -- ``make assignments``: otter assign, the student version for Colab, the solution verified
+* ``grade``    -- ``make grade``: one submission (``grade_one``), a folder of them (``grade_folder``)
+* ``records``  -- what the grader reads back from the graded processes, trusting none of it
+* ``feedback`` -- the instructor's and the student's feedback texts
 * ``submissions`` -- finding each student's notebook in what an LMS download holds
 * ``gradescope`` -- the Gradescope autograder zip of each assignment, and its ``run_autograder``
 * ``sandbox``  -- the bubblewrap sandbox each submission runs in

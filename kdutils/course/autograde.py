@@ -39,19 +39,11 @@ import functools
 import importlib.util
 import inspect
 import json
-import re
 import subprocess
 import sys
 import time
 
-CHECK = re.compile(r"""grader\s*\.\s*check\s*\(\s*(?:question\s*=\s*)?["']([^"']+)["']""")
-
-
-def is_autograder_cell(src: str) -> bool:
-    """The notebook's autograder set-up cell (master: ``# Autograder set-up...``; student version:
-    ``# @title Autograder set-up ...``, see ``kdutils.course.colab``)."""
-    first = src.lstrip().split("\n", 1)[0]
-    return first.startswith("#") and "Autograder set-up" in first
+from .otterformat import CHECK, is_autograder_cell
 
 
 class TestCase:
@@ -150,6 +142,173 @@ class Names:
         return name in self.defined or trusted_module(name) is not None
 
 
+class Judge:
+    """Grades one notebook's questions while its cells run, one request at a time over ``ep`` (``wire``).
+
+    ``tests`` {question: test file source}; ``emit(**record)`` sends a record to the host. The state
+    kept between cells: the names the notebook has defined, each question's best score, which
+    questions' answers were pinned (``pin``) for later questions that reuse a name (module docstring).
+    """
+
+    def __init__(self, ep, proc, tests: dict[str, str], emit, *, limit: float):
+        self.ep, self.proc, self.emit, self.limit = ep, proc, emit, limit
+        self.tests = {q: load_tests(src, f"{q}.py") for q, src in tests.items()}
+        self.lines = {q: src.split("\n") for q, src in tests.items()}
+        self.possible = {q: points for q, (_, points) in self.tests.items()}
+        params = {q: sorted({p for tc in cases for p in inspect.signature(tc.func).parameters} - {"env"})
+                  for q, (cases, _) in self.tests.items()}
+        self.needs = {q: [n for n in names if trusted_module(n) is None] for q, names in params.items()}
+        self.owner = {}                      # a name belongs to the first question whose tests use it
+        for q in self.tests:
+            for n in self.needs[q]:
+                self.owner.setdefault(n, q)
+        self.best = {q: None for q in self.tests}
+        self.pinned_at: set[str] = set()
+        self.names: set[str] = set()
+        self.stopped = None                  # why the notebook's process is gone, once it is
+
+    def unfinished(self, q) -> bool:
+        return self.best[q] is None or self.best[q] < self.possible[q]
+
+    def lost(self, exc) -> str:
+        """Why the channel failed: a timeout, a broken protocol, or the process's exit code."""
+        from . import wire
+
+        if isinstance(exc, wire.Timeout):
+            return "timed out"
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        if isinstance(exc, wire.ProtocolError) or code is None:
+            return f"broke the grading channel ({str(exc)[:150]})"
+        return f"exit code {code}"
+
+    def request(self, kind, *, extra: float = 0.0, **fields):
+        """One request to the notebook's side within the per-cell limit; a lost channel sets ``stopped``
+        and returns None."""
+        from . import wire
+
+        self.ep.deadline = time.monotonic() + self.limit + extra
+        try:
+            return self.ep.request(kind, **fields)[0]
+        except (wire.Timeout, wire.ChannelClosed, wire.ProtocolError) as exc:
+            self.stopped = self.lost(exc)
+            return None
+        finally:
+            self.ep.deadline = None
+
+    def run_tests(self, q, pinned=None) -> tuple[list[dict], float]:
+        """Every test case of ``q`` on the notebook's values now (or those ``pinned``); (results, score)."""
+        from . import wire
+
+        def failed(name, message):
+            return {"name": name, "hidden": False, "points": 0, "passed": False, "message": message,
+                    "failure_message": None}
+
+        results = []
+        ns = Names(self.ep, self.names, pinned)
+        self.ep.deadline = time.monotonic() + self.limit
+        try:
+            for tc in self.tests[q][0]:
+                passed, message = run_case(tc, ns, self.lines[q], f"{q}.py")
+                results.append({"name": tc.name, "hidden": bool(tc.hidden), "points": tc.points, "passed": passed,
+                                "message": message, "failure_message": None if passed else tc.failure_message})
+        except wire.Timeout:
+            results.append(failed(f"{q} (time limit)", f"the tests ran past the {self.limit:g} s limit"))
+        except (wire.ChannelClosed, wire.ProtocolError) as exc:
+            self.stopped = self.lost(exc)
+            results.append(failed(f"{q} (notebook gone)", f"the notebook's process {self.stopped} during the tests"))
+        finally:
+            self.ep.deadline = None
+        return results, sum(r["points"] for r in results if r["passed"])
+
+    def grade(self, q, at: int, why: str) -> None:
+        """Grade ``q`` now; if it falls short and reuses names an earlier question was graded with that the
+        notebook has since rebound, grade it again with those; emit the score if it is ``q``'s best."""
+        results, score = self.run_tests(q)
+        borrowed = [[n, self.owner[n]] for n in self.needs[q] if self.owner[n] != q and self.owner[n] in self.pinned_at]
+        if score < self.possible[q] and borrowed and not self.stopped:
+            rebound = self.request("rebound", pairs=borrowed)
+            if isinstance(rebound, list) and rebound and not self.stopped:
+                again, score_again = self.run_tests(q, {n: self.owner[n] for n in rebound if n in self.owner})
+                if score_again > score:
+                    results, score = again, score_again
+                    graded_in = ", ".join(sorted({self.owner[n] for n in rebound if n in self.owner}))
+                    why += f" (with {', '.join(map(str, rebound))} as graded in {graded_in})"
+        if self.best[q] is not None and score <= self.best[q]:
+            return
+        self.best[q] = score
+        self.emit(question=q, score=score, possible=self.possible[q], cell=at, when=why, results=results)
+        mine = [n for n in self.needs[q] if self.owner[n] == q]
+        if mine and not self.stopped:        # the values this score was earned with, kept for later questions
+            self.pin(q, mine)
+
+    def pin(self, q, names: list[str]) -> None:
+        """Ask the notebook's side to hold ``names``' objects as ``q`` was graded with them. A failure costs
+        the pin only (the next cell finds a lost channel)."""
+        from . import wire
+
+        self.ep.deadline = time.monotonic() + self.limit
+        try:
+            self.ep.request("pin", key=q, names=names)
+            self.pinned_at.add(q)
+        except (wire.Timeout, wire.ChannelClosed, wire.ProtocolError):
+            pass
+        finally:
+            self.ep.deadline = None
+
+    def run_cell(self, i: int, src: str, *, grace: float) -> bool:
+        """Run cell ``i`` in the notebook's process and record it; False when the process is gone."""
+        info = self.request("run", extra=grace, source=src)
+        if self.stopped:
+            self.emit(cell=i, seconds=None, error=f"the notebook's process {self.stopped} in this cell")
+            return False
+        if not (isinstance(info, dict) and isinstance(info.get("names"), list)):
+            self.stopped = "broke the grading channel (a malformed answer)"
+            self.emit(cell=i, seconds=None, error=self.stopped)
+            return False
+        self.names = {n for n in info["names"] if isinstance(n, str)}
+        seconds = info.get("seconds") if isinstance(info.get("seconds"), (int, float)) else None
+        error = str(info["error"])[:400] if info.get("error") is not None else None
+        self.emit(cell=i, seconds=seconds, error=error)
+        return True
+
+    def run(self, sources: list[str], *, grace: float) -> None:
+        """Every cell in order, each question graded at its grader.check cell, once its answers are
+        defined, and at the end (module docstring); then a last record: done, or why it stopped."""
+        check_at = {}
+        for i, src in enumerate(sources):
+            for q in CHECK.findall(src):
+                check_at.setdefault(q, i)
+        defined_q, last = set(), -1
+        for i, src in enumerate(sources):
+            if is_autograder_cell(src):
+                continue                                  # the autograder cell: the inert grader stands in
+            last = i
+            if not self.run_cell(i, src, grace=grace):
+                break
+            for q in [q for q in self.tests if self.unfinished(q)]:
+                if check_at.get(q) == i:
+                    self.grade(q, i, "after its grader.check cell")
+                elif q not in defined_q and all(n in self.names for n in self.needs[q]):
+                    defined_q.add(q)
+                    self.grade(q, i, "once its answers were defined")
+                if self.stopped:
+                    break
+            if self.stopped:
+                break
+        for q in self.tests:
+            if self.stopped:
+                break
+            if self.unfinished(q):
+                self.grade(q, max(last, 0), "at the end of the notebook")
+        if self.stopped:
+            self.emit(stopped=self.stopped)
+        else:
+            self.emit(done=True, cells=len(sources))
+
+
 def main():
     import os
 
@@ -164,150 +323,15 @@ def main():
     from . import wire
 
     torch.set_num_threads(1)
-    token = job["token"]
-    out = sys.stdout
+    token, out = job["token"], sys.stdout
 
     def emit(**record):
         out.write(token + json.dumps(record) + "\n")
         out.flush()
 
-    tests = {q: load_tests(src, f"{q}.py") for q, src in job["tests"].items()}
-    lines = {q: src.split("\n") for q, src in job["tests"].items()}
-    needs = {q: sorted({p for tc in cases for p in inspect.signature(tc.func).parameters} - {"env"})
-             for q, (cases, _) in tests.items()}
-    needs = {q: [n for n in names if trusted_module(n) is None] for q, names in needs.items()}
-    possible = {q: points for q, (_, points) in tests.items()}
-    sources = job["cells"]
-    check_at = {}
-    for i, src in enumerate(sources):
-        for q in CHECK.findall(src):
-            check_at.setdefault(q, i)
-    limit = float(job.get("cell_timeout", 60))
-    grace = float(job.get("grace", 10))
-
     ep = wire.Endpoint(proc.stdout.fileno(), proc.stdin.fileno(), trusted_peer=False)
-    best = {q: None for q in tests}
-    defined_q = set()                                 # questions whose answers are all defined by now
-    names: set[str] = set()
-    stopped = None
-
-    def channel_lost(exc) -> str:
-        if isinstance(exc, wire.Timeout):
-            return "timed out"
-        try:
-            code = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
-        if isinstance(exc, wire.ProtocolError) or code is None:
-            return f"broke the grading channel ({str(exc)[:150]})"
-        return f"exit code {code}"
-
-    # a name belongs to the first question whose tests use it (`student`: Question 1); a later question that
-    # reuses it is also graded with the value that question was graded with, and keeps the better score
-    owner = {}
-    for q in tests:
-        for n in needs[q]:
-            owner.setdefault(n, q)
-    pinned_at: set[str] = set()
-
-    def run_tests(q, pinned=None):
-        nonlocal stopped
-        results = []
-        ns = Names(ep, names, pinned)
-        ep.deadline = time.monotonic() + limit
-        try:
-            for tc in tests[q][0]:
-                passed, message = run_case(tc, ns, lines[q], f"{q}.py")
-                results.append({"name": tc.name, "hidden": bool(tc.hidden), "points": tc.points, "passed": passed,
-                                "message": message, "failure_message": None if passed else tc.failure_message})
-        except wire.Timeout:
-            results.append({"name": f"{q} (time limit)", "hidden": False, "points": 0, "passed": False,
-                            "message": f"the tests ran past the {limit:g} s limit", "failure_message": None})
-        except (wire.ChannelClosed, wire.ProtocolError) as exc:
-            stopped = channel_lost(exc)
-            results.append({"name": f"{q} (notebook gone)", "hidden": False, "points": 0, "passed": False,
-                            "message": f"the notebook's process {stopped} during the tests", "failure_message": None})
-        finally:
-            ep.deadline = None
-        return results, sum(r["points"] for r in results if r["passed"])
-
-    def grade(q, at, why):
-        nonlocal stopped
-        results, score = run_tests(q)
-        borrowed = [[n, owner[n]] for n in needs[q] if owner[n] != q and owner[n] in pinned_at]
-        if score < possible[q] and borrowed and not stopped:
-            try:
-                ep.deadline = time.monotonic() + limit
-                rebound = ep.request("rebound", pairs=borrowed)[0]
-            except (wire.Timeout, wire.ChannelClosed, wire.ProtocolError) as exc:
-                stopped, rebound = channel_lost(exc), []
-            finally:
-                ep.deadline = None
-            if isinstance(rebound, list) and rebound and not stopped:
-                again, score_again = run_tests(q, {n: owner[n] for n in rebound if n in owner})
-                if score_again > score:
-                    results, score = again, score_again
-                    graded_in = ", ".join(sorted({owner[n] for n in rebound if n in owner}))
-                    why += f" (with {', '.join(map(str, rebound))} as graded in {graded_in})"
-        if best[q] is None or score > best[q]:
-            best[q] = score
-            emit(question=q, score=score, possible=possible[q], cell=at, when=why, results=results)
-            mine = [n for n in needs[q] if owner[n] == q]
-            if mine and not stopped:
-                try:                              # the values this score was earned with, kept for later questions
-                    ep.deadline = time.monotonic() + limit
-                    ep.request("pin", key=q, names=mine)
-                    pinned_at.add(q)
-                except (wire.Timeout, wire.ChannelClosed, wire.ProtocolError):
-                    pass
-                finally:
-                    ep.deadline = None
-
-    last = -1
-    for i, src in enumerate(sources):
-        if is_autograder_cell(src):
-            continue                                  # the autograder cell: the inert grader stands in
-        ep.deadline = time.monotonic() + limit + grace
-        try:
-            info = ep.request("run", source=src)[0]
-        except (wire.Timeout, wire.ChannelClosed, wire.ProtocolError) as exc:
-            stopped = channel_lost(exc)
-            emit(cell=i, seconds=None, error=f"the notebook's process {stopped} in this cell")
-            last = i
-            break
-        finally:
-            ep.deadline = None
-        last = i
-        if not (isinstance(info, dict) and isinstance(info.get("names"), list)):
-            stopped = "broke the grading channel (a malformed answer)"
-            emit(cell=i, seconds=None, error=stopped)
-            break
-        names = {n for n in info["names"] if isinstance(n, str)}
-        seconds = info.get("seconds") if isinstance(info.get("seconds"), (int, float)) else None
-        error = str(info["error"])[:400] if info.get("error") is not None else None
-        emit(cell=i, seconds=seconds, error=error)
-        for q in tests:
-            if best[q] is not None and best[q] >= possible[q]:
-                continue
-            if check_at.get(q) == i:
-                grade(q, i, "after its grader.check cell")
-            elif q not in defined_q and all(n in names for n in needs[q]):
-                defined_q.add(q)
-                grade(q, i, "once its answers were defined")
-            if stopped:
-                break
-        if stopped:
-            break
-    if not stopped:
-        for q in tests:
-            if best[q] is None or best[q] < possible[q]:
-                grade(q, max(last, 0), "at the end of the notebook")
-                if stopped:
-                    break
-    if stopped:
-        emit(stopped=stopped)
-    else:
-        emit(done=True, cells=len(sources))
+    judge = Judge(ep, proc, job["tests"], emit, limit=float(job.get("cell_timeout", 60)))
+    judge.run(job["cells"], grace=float(job.get("grace", 10)))
     try:
         proc.stdin.close()
         proc.wait(timeout=5)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import runtime
 from ..files import writable_folder
+from .layout import build_dir, course_notebooks, dist_dir, grades_dir, notebooks_dir
 from .nbrun import cores
 
 
@@ -44,7 +45,7 @@ def _cmd_run(args) -> int:
     else:
         if not Path(args.root).is_dir():
             raise runtime.ConfigError(f"--root {args.root!r} is not a folder")
-        paths = sorted(Path(args.root).glob("[0-9][0-9]_*.ipynb"))
+        paths = course_notebooks(Path(args.root))
         if not paths:
             raise runtime.ConfigError(f"no notebooks (NN_*.ipynb) under --root {args.root!r}")
     out = writable_folder(args.out, "--out")     # checked before the first notebook runs
@@ -85,7 +86,7 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_assign(args) -> int:
-    from .grading import assign_all
+    from .assign import assign_all
 
     table = assign_all(args.names or None, dist=Path(args.dist))
     print(table.to_string(index=False))
@@ -93,13 +94,13 @@ def _cmd_assign(args) -> int:
 
 
 def _cmd_grade(args) -> int:
-    from .grading import grade_folder
+    from .grade import grade_folder
 
     table = grade_folder(args.assignment, Path(args.submissions), dist=Path(args.dist),
                          out=Path(args.out) if args.out else None, timeout=args.timeout, cell_timeout=args.cell_timeout,
                          jobs=args.jobs, sandboxed=not args.no_sandbox, regrade=args.regrade)
     print(table.drop(columns=["digest"]).to_string(index=False))
-    out = Path(args.out) if args.out else runtime.repo_root() / "grades" / args.assignment
+    out = Path(args.out) if args.out else grades_dir(args.assignment)
     print(f"\nwrote {out / 'grades.csv'}, {out / 'grades.png'} and {out / 'feedback'}/")
     return 0
 
@@ -107,7 +108,7 @@ def _cmd_grade(args) -> int:
 def _cmd_site(args) -> int:
     from .site import build_site, missing_notebooks
 
-    run, root = Path(args.run), runtime.repo_root() / "notebooks"
+    run, root = Path(args.run), notebooks_dir()
     if not args.ready and not (run / "notebooks").is_dir():
         raise runtime.ConfigError(f"--run {args.run!r} holds no notebooks/ folder of executed notebooks: run `make run` "
                          "(or pass make check's build/check)")
@@ -149,8 +150,8 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("run", help="execute the notebooks in order")
     p.add_argument("notebooks", nargs="*", help="notebooks to run (default: notebooks/NN_*.ipynb)")
-    p.add_argument("--root", default=str(runtime.repo_root() / "notebooks"))
-    p.add_argument("--out", default=str(runtime.repo_root() / "build"))
+    p.add_argument("--root", default=str(notebooks_dir()))
+    p.add_argument("--out", default=str(build_dir()))
     p.add_argument("--timeout", type=_positive(int), default=1800, help="seconds per cell")
     p.add_argument("--no-html", action="store_true")
     p.add_argument("--jobs", type=_positive(int), default=None,
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
     p.add_argument("--branch", default="main")
     p.add_argument("--source", default=None,
                    help="install kdutils from here instead of GitHub: a git+https or https URL (e.g. a wheel), or a local path")
-    p.add_argument("--root", default=str(runtime.repo_root() / "notebooks"))
+    p.add_argument("--root", default=str(notebooks_dir()))
     p.set_defaults(func=_cmd_colab)
 
     p = sub.add_parser("info", help="print profile, seed and device")
@@ -172,14 +173,14 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("assign", help="otter assign every assignment into dist/, checking the solutions")
     p.add_argument("names", nargs="*", help="assignments to build (default: all)")
-    p.add_argument("--dist", default=str(runtime.repo_root() / "dist"))
+    p.add_argument("--dist", default=str(dist_dir()))
     p.set_defaults(func=_cmd_assign)
 
     p = sub.add_parser("grade", help="grade a folder of submissions, each in its own sandbox")
     p.add_argument("--assignment", required=True)
     p.add_argument("--submissions", required=True,
                    help="folder of submissions: .ipynb, .zip, or one folder per student (LMS bulk downloads)")
-    p.add_argument("--dist", default=str(runtime.repo_root() / "dist"))
+    p.add_argument("--dist", default=str(dist_dir()))
     p.add_argument("--out", default=None, help="output folder (default: grades/<assignment>)")
     p.add_argument("--timeout", type=_positive(float), default=120.0, help="seconds per submission")
     p.add_argument("--cell-timeout", type=_positive(float), default=60.0, help="seconds per code cell")
@@ -191,25 +192,25 @@ def main(argv=None) -> int:
     p.set_defaults(func=_cmd_grade)
 
     p = sub.add_parser("site", help="build the course's website from executed notebooks (no second execution)")
-    p.add_argument("--run", default=str(runtime.repo_root() / "build"),
+    p.add_argument("--run", default=str(build_dir()),
                    help="the run whose outputs the pages show: its notebooks/ and results/ (default build/, make run's)")
-    p.add_argument("--out", default=str(runtime.repo_root() / "build" / "site"))
+    p.add_argument("--out", default=str(build_dir() / "site"))
     p.add_argument("--ready", action="store_true", help="only say (exit status) whether --run holds every notebook")
     p.set_defaults(func=_cmd_site)
 
     p = sub.add_parser("site-check", help="open every page in headless Chromium; fail on a defect")
-    p.add_argument("site", nargs="?", default=str(runtime.repo_root() / "build" / "site"))
-    p.add_argument("--shots", default=str(runtime.repo_root() / "build" / "site-check"), help="screenshots go here")
+    p.add_argument("site", nargs="?", default=str(build_dir() / "site"))
+    p.add_argument("--shots", default=str(build_dir() / "site-check"), help="screenshots go here")
     p.set_defaults(func=_cmd_site_check)
 
     args = parser.parse_args(argv)
     from . import sandbox
-    from .grading import GradingError
+    from .layout import CourseError
     from .site import SiteError
     from .sitecheck import BrowserUnavailable
     try:
         return args.func(args)
-    except (GradingError, sandbox.SandboxUnavailable, SiteError, BrowserUnavailable) as exc:
+    except (CourseError, sandbox.SandboxUnavailable, SiteError, BrowserUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except runtime.ConfigError as exc:      # a mistake in the command line or the environment: one line

@@ -8,13 +8,13 @@ then the ``kdutils`` wheel inside the zip, with ``bubblewrap`` and ``util-linux`
 each submission ``run_autograder``, which calls ``python -m kdutils.course.gradescope`` (``run``):
 
 * the student's notebook is found in ``/autograder/submission`` as ``make grade`` finds it
-  (``kdutils.course.submissions``) and graded by the same code (``grading.grade_one``): the cells run
+  (``kdutils.course.submissions``) and graded by the same code (``grade.grade_one``): the cells run
   in the sandbox, the tests in the trusted test process, with the teachers shipped in ``cache/``;
 * where bubblewrap cannot run (Gradescope's containers have no user namespaces), the submission runs
   as the user ``nobody`` with every capability dropped and ``prlimit``'s limits (``KD_SANDBOX=container``),
   with the autograder's files closed to it: the container is the sandbox, one per submission;
 * ``/autograder/results/results.json`` gets one entry per question: its score, and only what the
-  student may see (``_feedback(student=True)``): the public tests' output at once, the hidden tests'
+  student may see (``feedback.student_message``): the public tests' output at once, the hidden tests'
   messages (never their code) once the grades are published.
 
 Tested offline by running ``run_autograder`` in a simulated ``/autograder`` layout (``source/``,
@@ -109,9 +109,9 @@ def kdutils_wheel(into: Path) -> Path:
 def build(name: str, dist: Path, wheel: Path | None = None) -> Path:
     """Write ``dist/<name>/gradescope/<name>-gradescope.zip`` from the assignment's autograder and cache
     (``wheel``: a kdutils wheel already built, else one is built here)."""
-    from . import grading
+    from . import layout
 
-    autograder = grading.find_autograder(name, dist)
+    autograder = layout.autograder_zip(name, dist)
     cache = autograder.parent / "cache"
     target = Path(dist) / name / "gradescope"
     shutil.rmtree(target, ignore_errors=True)
@@ -143,7 +143,7 @@ def build(name: str, dist: Path, wheel: Path | None = None) -> Path:
 def results(row: dict, qs: dict[str, float], graded: dict) -> dict:
     """Gradescope's results.json: per question the score with the hidden tests' messages (shown once
     published), and the public tests' output (shown at once); never a hidden test's code."""
-    from .grading import student_message
+    from .feedback import student_message
 
     def show(rs):
         return "\n".join(f"{r['name']}: " + ("passed" if r["passed"] else student_message(r)) for r in rs)
@@ -163,13 +163,14 @@ def results(row: dict, qs: dict[str, float], graded: dict) -> dict:
 
 def run(root: Path) -> dict:
     """Grade the one submission in ``root/submission`` into ``root/results/results.json``."""
-    from . import grading, sandbox, submissions
+    from . import grade, otterformat, sandbox, submissions
 
     root = Path(root)
     source, results_dir = root / "source", root / "results"
     name = json.loads((source / "config.json").read_text())["assignment"]
     autograder = source / "autograder.zip"
-    qs, tests = grading.questions(autograder), grading.test_sources(autograder)
+    tests = otterformat.read_tests(autograder)
+    qs = tests.points
     cache = source / "cache"
     if os.geteuid() == 0:
         # the submission runs as nobody: the autograder's files closed to it, the teachers readable
@@ -191,8 +192,8 @@ def run(root: Path) -> dict:
         if not sandbox.bwrap_works():
             os.environ["KD_SANDBOX"] = "container"
         graded: dict = {}
-        row, _, _ = grading.grade_one(sub, tests, qs, timeout=float(os.environ.get("KD_TIMEOUT", 600)),
-                                      cache=cache if cache.is_dir() else None, records=graded)
+        row, _, _ = grade.grade_one(sub, tests.sources, qs, timeout=float(os.environ.get("KD_TIMEOUT", 600)),
+                                    cache=cache if cache.is_dir() else None, records_out=graded)
         out = results(row, qs, graded)
     atomic_write_text(results_dir / "results.json", json.dumps(out, indent=1) + "\n")
     return out

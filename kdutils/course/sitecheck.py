@@ -102,10 +102,6 @@ FILE_NAME = re.compile(r"^\S*\.(png|jpe?g|svg|gif)$|^[./]|[0-9a-f]{16}", re.I)
 KEYBOARD_TABS = 40
 
 
-# what otter writes into a student version where an answer goes (some masters carry it too)
-OTTER_PLACEHOLDERS = ("_Type your answer here, replacing this text._",)
-
-
 class BrowserUnavailable(RuntimeError):
     """No Chromium, or no Playwright, on this machine."""
 
@@ -227,43 +223,6 @@ def _notebook_text(path: Path) -> str:
     return "\n".join(parts)
 
 
-def _secret_and_visible(master: Path) -> tuple[str, str]:
-    """Split an otter master's text into what only instructors see and what the student version shows.
-
-    Secret (otter's format): code between ``# BEGIN SOLUTION [NO PROMPT]`` / ``# END SOLUTION`` and lines
-    ending in ``# SOLUTION [NO PROMPT]`` (a ``# BEGIN PROMPT`` block, what the student sees instead, is
-    visible); markdown answers inside a raw ``# BEGIN SOLUTION`` … ``# END SOLUTION`` block; test
-    cells whose config says ``hidden: true``. Everything else is visible.
-    """
-    import nbformat
-
-    secret, visible, in_block = [], [], False
-    for cell in nbformat.read(master, as_version=4).cells:
-        src = cell.source
-        if cell.cell_type == "raw":
-            head = src.strip().splitlines()[0] if src.strip() else ""
-            in_block = {"# BEGIN SOLUTION": True, "# END SOLUTION": False}.get(head, in_block)
-            continue
-        if cell.cell_type == "markdown":
-            (secret if in_block else visible).append(src)
-            continue
-        if "# BEGIN TEST CONFIG" in src and re.search(r"^hidden:\s*true", src, re.M):
-            secret.append(src)
-            continue
-        inside = False
-        for line in src.splitlines():
-            mark = line.strip()
-            if mark in ("# BEGIN SOLUTION", "# BEGIN SOLUTION NO PROMPT"):
-                inside = True
-            elif mark == "# END SOLUTION":
-                inside = False
-            elif inside or mark.endswith(("# SOLUTION", "# SOLUTION NO PROMPT")):
-                secret.append(re.sub(r"\s*# SOLUTION( NO PROMPT)?$", "", line))   # the line as a leak would show it
-            else:
-                visible.append(line)
-    return "\n".join(secret), "\n".join(visible)
-
-
 def secret_lines(min_len: int = 16) -> set[str]:
     """Lines of the assignments' masters that a student must never see: solutions, hidden tests, rubrics.
 
@@ -271,16 +230,14 @@ def secret_lines(min_len: int = 16) -> set[str]:
     any line a master also shows the student or a course notebook teaches. Lines shorter than
     ``min_len`` characters (``else:``, ``return x``) are too common to tell anything.
     """
-    from .grading import assignments_root, list_assignments
-    from .site import course_notebooks
-    from .. import runtime
+    from . import layout, otterformat
 
-    public = set(OTTER_PLACEHOLDERS)
-    for nb in course_notebooks(runtime.repo_root() / "notebooks"):
+    public = set(otterformat.PLACEHOLDERS)
+    for nb in layout.course_notebooks():
         public |= _lines(_notebook_text(nb))
     secrets = set()
-    for name in list_assignments():
-        secret, visible = _secret_and_visible(assignments_root() / name / f"{name}.ipynb")
+    for name in layout.list_assignments():
+        secret, visible = otterformat.secret_and_visible(layout.master(name))
         secrets |= _lines(secret, min_len)
         public |= _lines(visible)
     return secrets - public
