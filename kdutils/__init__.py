@@ -10,7 +10,7 @@ Modules, each one concept:
   large-vocabulary loss that never builds the (N, V) logits, vocabulary-size checks
 * ``data``     -- digits and MNIST-1D, offline, cached; CIFAR-10 read from disk and its embedded fallback
 * ``models``   -- the teachers and students of the course
-* ``train``    -- every training loop: fit (supervised and distillation), fit_next_token, the full run's train_step
+* ``train``    -- every training loop: fit (labels) and distil (a teacher) on one loop, fit_next_token, the full run's train_step
 * ``metrics``  -- accuracy, fidelity (agreement, predictive KL), calibration, linear CKA
 * ``stats``    -- is a difference real? arms compared over seeds (Welch, paired), Holm's correction, equivalence
 * ``diagnose`` -- is the student trained on what it will see when deployed?

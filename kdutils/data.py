@@ -238,7 +238,7 @@ def batches(n: int, batch_size: int, *, generator: torch.Generator | None = None
 
 def row_digests(x: torch.Tensor) -> frozenset[int]:
     """A 64-bit digest of each row of ``x`` (its values as float32): two sets share a row exactly when
-    they share a digest (up to a 2^-64 chance per pair). ``train.fit`` keeps the digests of every row a
+    they share a digest (up to a 2^-64 chance per pair). ``train.fit`` and ``train.distil`` keep the digests of every row a
     model was trained on (``model.kd_trained_rows``), so that a test can check that no test row was
     among them: the test set is for measuring, never for training."""
     rows = x.detach().float().cpu().contiguous().reshape(len(x), -1).numpy()

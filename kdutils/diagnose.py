@@ -6,7 +6,7 @@ The distillation objective of the source material sums over the *simplified* inp
 
 A pipeline that feeds the student the teacher's inputs x instead trains without error, with a
 *lower* loss, and fails at deployment. These checks compare what a training step actually fed the
-student (``result.fed``, or the ``FitResult`` itself, from ``kdutils.train.fit``) with a sample of deployment
+student (``result.fed``, or the ``FitResult`` itself, from ``kdutils.train.fit`` or ``distil``) with a sample of deployment
 inputs:
 
 * ``compare_inputs``: per-channel mean, std, fraction of exact zeros, min and max side by side, with

@@ -9,7 +9,7 @@ material's objective
     theta_hat = argmin_theta  sum_{x' in D'}  KL( p_t(. | x) || p_s(. | x') ),   x' = simplify(x) = [field, 0].
 
 ``distil`` is the student recipe both the lesson and the graded work use: a small two-channel CNN
-distilled by ``kdutils.train.fit`` with the teacher reading x and the student reading whatever it
+distilled by ``kdutils.train.distil`` with the teacher reading x and the student reading whatever it
 is given (x' in the intended pipeline, x in the mistaken one).
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import torch
 from . import runtime
 from .data import load_mnist1d
 from .models import MNIST1DCNN
-from .train import FitResult, fit
+from . import train
+from .train import FitResult
 
 
 def two_sensors(num_samples: int = 5000, seed: int = 42, **kw):
@@ -50,9 +51,10 @@ def distil(teacher, student_x, y, *, teacher_x, transfer_x=None, transfer_teache
     """A fresh ``student(seed=seed)`` distilled from ``teacher``: the teacher reads ``teacher_x`` (and
     ``transfer_teacher_x``), the student ``student_x`` (and ``transfer_x``), row by row, with a cosine
     schedule. ``y=None`` is the objective as written (pure KL, alpha = 1); labels with ``alpha`` mix in
-    the hard-label term. Extra keywords go to ``kdutils.train.fit`` (e.g. ``loss_fn``, ``eval_sets``)."""
+    the hard-label term. Extra keywords go to ``kdutils.train.distil`` (e.g. ``loss_fn``, ``eval_sets``)."""
     model = student(seed=seed)
     soft = {} if "loss_fn" in kw else {"temperature": temperature, "alpha": alpha}
-    result = fit(model, student_x, y, teacher=teacher, teacher_x=teacher_x, transfer_x=transfer_x,
-                 transfer_teacher_x=transfer_teacher_x, epochs=epochs, schedule="cosine", seed=seed, **soft, **kw)
+    result = train.distil(model, student_x, y, teacher=teacher, teacher_x=teacher_x, transfer_x=transfer_x,
+                          transfer_teacher_x=transfer_teacher_x, epochs=epochs, schedule="cosine", seed=seed,
+                          **soft, **kw)
     return model, result

@@ -1,39 +1,41 @@
 r"""Every training loop of the library, in one place.
 
-* ``fit``: one readable loop for supervised training and for distillation (below);
+* ``fit`` (supervised) and ``distil`` (from a teacher): one readable loop, ``_loop``, below both;
 * ``fit_next_token``: next-token cross-entropy on sequences, the recipe of the zoo's GPT teachers;
 * ``train_step`` (with its precision policy, ``precision``): the full run's fast step, data on the device,
   mixed precision, no value read back (``kdutils.fullrun`` trains with it; ``benchmarks/kd_throughput.py``
   times it); ``predict`` runs a model in eval mode.
 
-``fit(model, x, y, ...)`` minimises cross-entropy on the labels. Give it a ``teacher`` and it
-distils instead: each step feeds the same rows to both models and minimises ``loss_fn(student_logits,
-teacher_logits, labels)`` (default: Hinton's ``distillation_loss`` with ``temperature``, default 4,
-and ``alpha``, default 0.9, or 1 when there are no labels). Options the run would ignore (a
-``temperature`` with a custom ``loss_fn``, a ``loss_fn`` without a teacher, ...) are refused with a
-``ValueError``.
+``fit(model, x, y, ...)`` minimises cross-entropy on the labels. ``distil(student, x, y, teacher=...)``
+feeds the same rows to both models and minimises ``loss_fn(student_logits, teacher_logits, labels)``
+(default: Hinton's ``distillation_loss`` with ``temperature``, default 4, and ``alpha``, default 0.9,
+or 1 when there are no labels; a ``temperature`` or ``alpha`` beside a custom ``loss_fn`` is refused,
+as it would be ignored).
 
 The teacher's inputs can differ from the student's (``teacher_x``): the objective of the source
 material, sum over x' in D' of KL(p_t(. | x) || p_s(. | x')), feeds the teacher the full input x
 and the student its simplified x'. The teacher is frozen (eval mode, ``torch.inference_mode``), and
 since nothing here is augmented, its logits are computed once, up front, for the whole training set.
+Unlabeled transfer data (``transfer_x``, the teacher's view ``transfer_teacher_x``) is appended to the
+training set with the label -100, so it contributes the soft term only.
 
-Unlabeled transfer data (``transfer_x``) is appended to the training set with the label -100, so
-it contributes the soft term only (and requires a teacher).
-
-The learning rate is constant (the default, as in the MNIST-1D paper) or decays to 0 on a cosine (``schedule="cosine"``).
-The length of a run is ``epochs`` passes over the data, or exactly ``steps`` optimiser steps: to
-compare arms trained on data sets of different sizes, give them the same ``steps`` (and schedule).
+The loop's options, the same for both (``**loop``): ``epochs`` (default 10) passes over the data or
+exactly ``steps`` optimiser steps (to compare arms trained on data sets of different sizes, give them the
+same ``steps`` and schedule); ``batch_size`` (100); Adam with ``lr`` (1e-2) and ``weight_decay`` (0);
+``schedule``: a constant learning rate (the default, as in the MNIST-1D paper) or ``"cosine"`` decay to 0;
+``eval_sets`` ({name: (x, y)}, each one's accuracy per epoch); ``seed`` (batch order; default
+``runtime.seed()``); ``progress``, ``desc`` (the tqdm bar).
 
 Returns a ``FitResult``: the per-epoch ``history`` (a ``pandas.DataFrame``: epoch, steps done, train
 loss, the accuracy on each of ``eval_sets``), ``fed``, the first batch exactly as the model was fed
 it (to compare with deployment inputs, ``kdutils.diagnose``), and ``steps``, the optimiser steps taken.
 The model keeps ``model.kd_trained_rows``, the digests of every row it was trained on (``x`` and
-``transfer_x``, over all its ``fit`` runs; ``data.row_digests``): a leak of test rows into training
-can be checked from the model alone.
+``transfer_x``, over all its runs; ``data.row_digests``): a leak of test rows into training can be
+checked from the model alone.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -75,64 +77,19 @@ def predict(model: nn.Module, x, *, batch_size: int = 4096, autocast=None) -> to
     return out
 
 
-def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
-        teacher: nn.Module | None = None, teacher_x: torch.Tensor | None = None,
-        transfer_x: torch.Tensor | None = None, transfer_teacher_x: torch.Tensor | None = None,
-        loss_fn: Callable | None = None, temperature: float | None = None, alpha: float | None = None,
-        epochs: int | None = None, steps: int | None = None, batch_size: int = 100, lr: float = 1e-2,
-        weight_decay: float = 0.0, schedule: str = "constant",
-        eval_sets: dict | None = None, seed: int | None = None, progress: bool = True,
-        desc: str = "train") -> FitResult:
-    """Train ``model`` in place for ``epochs`` (default 10) or exactly ``steps``; see the module docstring."""
-    if y is None and teacher is None:
-        raise ValueError("supervised training needs labels y; pass a teacher to distil without labels")
-    if y is not None and len(y) != len(x):
-        raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
-    if teacher_x is not None and len(teacher_x) != len(x):
-        raise ValueError(f"teacher_x must pair row by row with x: {len(teacher_x)} vs {len(x)} rows")
-    if transfer_x is not None and teacher is None:
-        raise ValueError("transfer_x is unlabeled: it needs a teacher to provide the targets")
+def _loop(model: nn.Module, inputs: torch.Tensor, loss_at: Callable, objective: str, *, epochs: int | None = None,
+          steps: int | None = None, batch_size: int = 100, lr: float = 1e-2, weight_decay: float = 0.0,
+          schedule: str = "constant", eval_sets: dict | None = None, seed: int | None = None, progress: bool = True,
+          desc: str = "train") -> FitResult:
+    """Adam on ``loss_at(logits, idx)`` over shuffled batches of ``inputs`` (rows ``idx``); the module docstring
+    says what each option does."""
     if epochs is not None and steps is not None:
         raise ValueError("give epochs or steps, not both")
     if (epochs is not None and epochs < 1) or (steps is not None and steps < 1):
         raise ValueError(f"epochs and steps must be >= 1, got epochs={epochs}, steps={steps}")
-    if loss_fn is not None and teacher is None:
-        raise ValueError("loss_fn is a distillation loss (student, teacher, labels): it needs a teacher")
-    if loss_fn is not None and (temperature is not None or alpha is not None):
-        raise ValueError("temperature and alpha configure the default loss; with a custom loss_fn they would be "
-                         "ignored: set them inside loss_fn instead")
-    if teacher is None and (temperature is not None or alpha is not None):
-        raise ValueError("temperature and alpha only apply to distillation: pass a teacher, or leave them out")
-    if teacher is None and teacher_x is not None:
-        raise ValueError("teacher_x is the teacher's view of x: it needs a teacher")
-    seed = runtime.seed() if seed is None else seed
-    gen = torch.Generator().manual_seed(seed)
-
-    labels = y if y is not None else torch.full((len(x),), -100, dtype=torch.long, device=x.device)
-    inputs = x
-    if transfer_x is not None:
-        inputs = torch.cat([x, transfer_x])
-        labels = torch.cat([labels, torch.full((len(transfer_x),), -100, dtype=torch.long, device=x.device)])
-
-    targets = None
-    if teacher is not None:
-        t_in = teacher_x if teacher_x is not None else x
-        if transfer_x is not None:
-            t_in = torch.cat([t_in, transfer_teacher_x if transfer_teacher_x is not None else transfer_x])
-        targets = predict(teacher, t_in)
-        if loss_fn is None:
-            if y is None and alpha not in (None, 1.0):
-                raise ValueError(f"without labels the loss is the soft term alone (alpha = 1), got alpha={alpha}")
-            T = 4.0 if temperature is None else temperature
-            a = 1.0 if y is None else (0.9 if alpha is None else alpha)
-            loss_fn = lambda s, t, lab: distillation_loss(s, t, lab, temperature=T, alpha=a)
-            objective = f"distillation: {a:g} * T^2 * KL(teacher || student) at T = {T:g} + {1 - a:g} * cross-entropy on the labels"
-        else:
-            objective = "distillation: a custom loss_fn(student logits, teacher logits, labels)"
-    else:
-        objective = "cross-entropy on the labels (no teacher)"
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(inputs) // batch_size)
     total_steps = steps if steps is not None else (epochs or 10) * steps_per_epoch
@@ -151,11 +108,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
             batch = inputs[idx]
             if fed is None:
                 fed = batch.detach().cpu().clone()     # exactly what the model was fed, for diagnosis
-            logits = model(batch)
-            if targets is None:
-                loss = nn.functional.cross_entropy(logits, labels[idx])
-            else:
-                loss = loss_fn(logits, targets[idx], labels[idx])
+            loss = loss_at(model(batch), idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -172,6 +125,68 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
     # every row this model has been trained on, as digests (data.row_digests): a test-set leak is checkable
     model.kd_trained_rows = getattr(model, "kd_trained_rows", frozenset()) | row_digests(inputs)
     return FitResult(history=pd.DataFrame(rows), fed=fed, steps=done, objective=objective, seed=seed)
+
+
+def _loop_options(caller: str, loop: dict) -> dict:
+    """``loop`` with its seed settled; an option ``_loop`` does not know is a ``TypeError`` naming it."""
+    known = [p.name for p in inspect.signature(_loop).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(loop) - set(known))
+    if unknown:
+        hint = (" (a teacher's options: call train.distil)" if caller == "fit" and
+                set(unknown) & {"teacher", "teacher_x", "transfer_x", "transfer_teacher_x", "loss_fn", "temperature", "alpha"}
+                else "")
+        raise TypeError(f"{caller}() got unknown option(s) {', '.join(unknown)}{hint}; the loop's options are "
+                        f"{', '.join(known)}")
+    return {**loop, "seed": runtime.seed() if loop.get("seed") is None else loop["seed"]}
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **loop) -> FitResult:
+    """Train ``model`` in place on cross-entropy with the labels ``y``; ``loop``: the loop's options
+    (``epochs``, ``steps``, ``batch_size``, ``lr``, ``weight_decay``, ``schedule``, ``eval_sets``, ``seed``,
+    ``progress``, ``desc``: the module docstring)."""
+    if y is None:
+        raise ValueError("supervised training needs labels y; distil from a teacher (train.distil) to train without them")
+    if len(y) != len(x):
+        raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+    loop = _loop_options("fit", loop)
+    return _loop(model, x, lambda logits, idx: F.cross_entropy(logits, y[idx]),
+                 "cross-entropy on the labels (no teacher)", **loop)
+
+
+def distil(student: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, teacher: nn.Module,
+           teacher_x: torch.Tensor | None = None, transfer_x: torch.Tensor | None = None,
+           transfer_teacher_x: torch.Tensor | None = None, loss_fn: Callable | None = None,
+           temperature: float | None = None, alpha: float | None = None, **loop) -> FitResult:
+    """Train ``student`` in place to match the frozen ``teacher`` on the rows of ``x`` (and ``transfer_x``);
+    the teacher reads ``teacher_x`` (and ``transfer_teacher_x``) where given, else the student's rows.
+    ``loop``: the options of ``fit``. See the module docstring."""
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+    if teacher_x is not None and len(teacher_x) != len(x):
+        raise ValueError(f"teacher_x must pair row by row with x: {len(teacher_x)} vs {len(x)} rows")
+    if transfer_teacher_x is not None and (transfer_x is None or len(transfer_teacher_x) != len(transfer_x)):
+        raise ValueError("transfer_teacher_x is the teacher's view of transfer_x: give both, row by row")
+    if loss_fn is not None and (temperature is not None or alpha is not None):
+        raise ValueError("temperature and alpha configure the default loss; with a custom loss_fn they would be "
+                         "ignored: set them inside loss_fn instead")
+    if loss_fn is None and y is None and alpha not in (None, 1.0):
+        raise ValueError(f"without labels the loss is the soft term alone (alpha = 1), got alpha={alpha}")
+    loop = _loop_options("distil", loop)
+    unlabeled = lambda n: torch.full((n,), -100, dtype=torch.long, device=x.device)
+    labels = y if y is not None else unlabeled(len(x))
+    inputs, t_in = x, (teacher_x if teacher_x is not None else x)
+    if transfer_x is not None:
+        inputs, labels = torch.cat([x, transfer_x]), torch.cat([labels, unlabeled(len(transfer_x))])
+        t_in = torch.cat([t_in, transfer_teacher_x if transfer_teacher_x is not None else transfer_x])
+    targets = predict(teacher, t_in)
+    if loss_fn is None:
+        T = 4.0 if temperature is None else temperature
+        a = 1.0 if y is None else (0.9 if alpha is None else alpha)
+        loss_fn = lambda s, t, lab: distillation_loss(s, t, lab, temperature=T, alpha=a)
+        objective = f"distillation: {a:g} * T^2 * KL(teacher || student) at T = {T:g} + {1 - a:g} * cross-entropy on the labels"
+    else:
+        objective = "distillation: a custom loss_fn(student logits, teacher logits, labels)"
+    return _loop(student, inputs, lambda logits, idx: loss_fn(logits, targets[idx], labels[idx]), objective, **loop)
 
 
 # ----------------------------------------------------------------------------- next-token training

@@ -154,17 +154,17 @@ A2_BUGS = {   # Question 2's fix done wrong: (old, new) in the cell that trains 
                       "torch.cat([y_train, y_test]), teacher_x=torch.cat([x_train, x_test]), transfer_x=simplify(x_pool), "
                       "transfer_teacher_x=x_pool, temperature=4.0, alpha=0.9, epochs=4, lr=4e-2, seed=0, progress=False)"),
 }
-A3_Q1 = "student = models.MLP()\ntrain.fit(student"
+A3_Q1 = "student = models.MLP()\ntrain.distil(student"
 A3_BUGS = {   # (marker, old, new)
-    "bug_teacher_as_student": ("T_choice, alpha_choice =", "student = models.MLP()\ntrain.fit(student,",
-                               "student = models.MLP()\ntrain.fit(models.MLP(),"),
+    "bug_teacher_as_student": ("T_choice, alpha_choice =", "student = models.MLP()\ntrain.distil(student,",
+                               "student = models.MLP()\ntrain.distil(models.MLP(),"),
     "bug_target_lowered": ("T_choice, alpha_choice =", "T_choice, alpha_choice = 4.0, 0.9",
                            "TARGET = 0.5\nT_choice, alpha_choice = 4.0, 0.0"),
 }
 A3_BUGS["bug_teacher_as_student"] = ("T_choice, alpha_choice =",
-                                     "student = models.MLP()\ntrain.fit(student, mnist.x_train, mnist.y_train, "
+                                     "student = models.MLP()\ntrain.distil(student, mnist.x_train, mnist.y_train, "
                                      "teacher=teacher, transfer_x=x_transfer,\n"
-                                     "          temperature=T_choice, alpha=alpha_choice, epochs=6, lr=2e-2, "
+                                     "             temperature=T_choice, alpha=alpha_choice, epochs=6, lr=2e-2, "
                                      "schedule=\"cosine\", seed=0, progress=False)",
                                      "class Student(models.MLP):          # a wrapper that answers with the teacher\n"
                                      "    def forward(self, x):\n        return teacher(x)\nstudent = Student()")
@@ -185,16 +185,16 @@ A3_EXPLORES_Q4 = [('grader.check("q3")', 'grader.check("q3")', """grader.check("
 # exploring Question 4: what does alpha = 0 do? (the name `student` now holds another model)
 runtime.seed_everything(0)
 student = models.MLP()
-train.fit(student, mnist.x_train, mnist.y_train, teacher=teacher, transfer_x=x_transfer,
-          temperature=T_choice, alpha=0.0, epochs=6, lr=2e-2, schedule="cosine", seed=0, progress=False)""")]
+train.distil(student, mnist.x_train, mnist.y_train, teacher=teacher, transfer_x=x_transfer,
+             temperature=T_choice, alpha=0.0, epochs=6, lr=2e-2, schedule="cosine", seed=0, progress=False)""")]
 
 
 # a2's Question 1 check run on rows of the training set, not on the batch the loop fed
 A2_CHECKS_X_TRAIN = [("buggy_check = diagnose", "diagnose.check_student_inputs(buggy_run.fed,",
                       "diagnose.check_student_inputs(x_train[:200],")]
 # Question 1's student trained on the training and the test rows (a leak that inflates its test accuracy)
-A3_TEST_LEAK = [("train.fit(student, mnist.x_train", "train.fit(student, mnist.x_train, mnist.y_train,",
-                 "train.fit(student, torch.cat([mnist.x_train, mnist.x_test]), torch.cat([mnist.y_train, mnist.y_test]),")]
+A3_TEST_LEAK = [("train.distil(student, mnist.x_train", "train.distil(student, mnist.x_train, mnist.y_train,",
+                 "train.distil(student, torch.cat([mnist.x_train, mnist.x_test]), torch.cat([mnist.y_train, mnist.y_test]),")]
 
 
 def a3_typed_numbers(sol: Path, dst: Path):
@@ -210,8 +210,8 @@ def a3_typed_numbers(sol: Path, dst: Path):
     teacher, scratch = zoo.mnist1d_cnn(), zoo.mnist1d_mlp()
     runtime.seed_everything(0)
     student = models.MLP()
-    train.fit(student, mnist.x_train, mnist.y_train, teacher=teacher, transfer_x=x_transfer, temperature=4.0, alpha=0.9,
-              epochs=6, lr=2e-2, schedule="cosine", seed=0, progress=False)
+    train.distil(student, mnist.x_train, mnist.y_train, teacher=teacher, transfer_x=x_transfer, temperature=4.0,
+                 alpha=0.9, epochs=6, lr=2e-2, schedule="cosine", seed=0, progress=False)
     z_t = train.predict(teacher, mnist.x_test)
     rows = {}
     for name, m in [("teacher", teacher), ("scratch student", scratch), ("distilled student", student)]:

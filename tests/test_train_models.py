@@ -41,7 +41,7 @@ def test_fit_supervised_learns_and_is_deterministic():
     assert r.seed == 3, "the run records the seed that ordered its batches"
 
 
-def test_fit_distillation_matches_teacher_and_uses_teacher_inputs():
+def test_distil_matches_teacher_and_uses_teacher_inputs():
     x, y = toy()
     runtime.seed_everything(0)
     teacher = models.MLP(10, 3, hidden=32)
@@ -49,7 +49,7 @@ def test_fit_distillation_matches_teacher_and_uses_teacher_inputs():
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     teacher.zero_grad(set_to_none=True)   # clear what its own training left
     student = models.MLP(10, 3, hidden=8)
-    train.fit(student, x, None, teacher=teacher, temperature=2.0, epochs=20, progress=False)
+    train.distil(student, x, teacher=teacher, temperature=2.0, epochs=20, progress=False)
     zt, zs = train.predict(teacher, x), train.predict(student, x)
     assert metrics.top1_agreement(zs, zt) > 0.95
     assert teacher.training is False, "the teacher is left in eval mode"
@@ -59,14 +59,14 @@ def test_fit_distillation_matches_teacher_and_uses_teacher_inputs():
     # the teacher can read different inputs from the student (x vs x'): here a permuted copy
     perm = x[:, torch.randperm(10)]
     s2 = models.MLP(10, 3, hidden=8)
-    h = train.fit(s2, perm, None, teacher=teacher, teacher_x=x, epochs=20, progress=False)
+    h = train.distil(s2, perm, teacher=teacher, teacher_x=x, epochs=20, progress=False)
     fed = h.fed
     assert h.objective.startswith("distillation: 1 * T^2 * KL") and "T = 4" in h.objective, h.objective
     assert any(torch.equal(row, p) for row in fed[:1] for p in perm), "the student was fed x', not x"
     assert metrics.top1_agreement(train.predict(s2, perm), zt) > 0.9
 
 
-def test_fit_transfer_set_and_custom_loss():
+def test_distil_transfer_set_and_custom_loss():
     x, y = toy()
     xt, _ = toy(n=600, seed=1)
     runtime.seed_everything(0)
@@ -79,7 +79,7 @@ def test_fit_transfer_set_and_custom_loss():
         return losses.kl_divergence(s, t, direction="reverse")
 
     student = models.MLP(10, 3, hidden=8)
-    train.fit(student, x[:50], y[:50], teacher=teacher, transfer_x=xt, loss_fn=loss_fn, epochs=2, progress=False)
+    train.distil(student, x[:50], y[:50], teacher=teacher, transfer_x=xt, loss_fn=loss_fn, epochs=2, progress=False)
     assert sum(seen) == 2 * 600, "every transfer row is unlabeled (-100), every epoch"
 
 
@@ -90,23 +90,26 @@ def test_fit_rejects_bad_configuration():
         train.fit(m, x, None, progress=False)
     with pytest.raises(ValueError, match="rows"):
         train.fit(m, x, y[:10], progress=False)
-    with pytest.raises(ValueError, match="teacher"):
-        train.fit(m, x, y, transfer_x=x, progress=False)
-    with pytest.raises(ValueError, match="teacher_x"):
-        train.fit(m, x, y, teacher=m, teacher_x=x[:5], progress=False)
     with pytest.raises(ValueError, match="schedule"):
         train.fit(m, x, y, schedule="step", progress=False)
     with pytest.raises(ValueError, match="not both"):
         train.fit(m, x, y, epochs=2, steps=5, progress=False)
-    # options the run would silently ignore are refused
+    # a teacher's options given to fit, or a misspelt option, would be silently ignored: refused, named
+    for option in ("teacher", "transfer_x", "alpha", "loss_fn"):
+        with pytest.raises(TypeError, match=f"{option}.*train.distil"):
+            train.fit(m, x, y, **{option: m}, progress=False)
+    with pytest.raises(TypeError, match="unknown option.*epoch\\b"):
+        train.distil(m, x, y, teacher=m, epoch=3, progress=False)
+    with pytest.raises(ValueError, match="teacher_x"):
+        train.distil(m, x, y, teacher=m, teacher_x=x[:5], progress=False)
+    with pytest.raises(ValueError, match="transfer_teacher_x"):
+        train.distil(m, x, y, teacher=m, transfer_teacher_x=x, progress=False)
+    with pytest.raises(ValueError, match="rows"):
+        train.distil(m, x, y[:10], teacher=m, progress=False)
     with pytest.raises(ValueError, match="ignored"):
-        train.fit(m, x, y, teacher=m, loss_fn=lambda s, t, lab: s.sum(), temperature=2.0, progress=False)
-    with pytest.raises(ValueError, match="only apply to distillation"):
-        train.fit(m, x, y, alpha=0.5, progress=False)
-    with pytest.raises(ValueError, match="needs a teacher"):
-        train.fit(m, x, y, loss_fn=lambda s, t, lab: s.sum(), progress=False)
+        train.distil(m, x, y, teacher=m, loss_fn=lambda s, t, lab: s.sum(), temperature=2.0, progress=False)
     with pytest.raises(ValueError, match="alpha = 1"):
-        train.fit(m, x, None, teacher=m, alpha=0.5, progress=False)
+        train.distil(m, x, None, teacher=m, alpha=0.5, progress=False)
 
 
 def test_fit_steps_are_exact_and_match_across_data_sizes():
