@@ -225,10 +225,14 @@ def load_digits32():
 
 def batches(n: int, batch_size: int, *, generator: torch.Generator | None = None, shuffle: bool = True,
             drop_last: bool = False, device=None):
-    """Index tensors covering ``range(n)`` in batches (a DataLoader without the DataLoader)."""
+    """Index tensors covering ``range(n)`` in batches (a DataLoader without the DataLoader), on ``device``.
+    The order is drawn on ``generator``'s device (a CUDA generator shuffles on the GPU)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if shuffle:
+        order = torch.randperm(n, generator=generator, device=generator.device if generator is not None else "cpu")
+    else:
+        order = torch.arange(n)
     if device is not None:
         order = order.to(device)
     stop = n - n % batch_size if drop_last else n

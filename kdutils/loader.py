@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .data import batches
+
 
 class DeviceLoader:
     """Batches of a uint8 image tensor kept on the device; normalise and augment on the device.
@@ -60,11 +62,8 @@ class DeviceLoader:
         return torch.where(flip[:, None, None, None], crop.flip(3), crop).contiguous(memory_format=torch.channels_last)
 
     def __iter__(self):
-        n = len(self.images)
-        stop = n - n % self.batch_size if self.drop_last else n
         for _ in range(self.repeats):
-            order = torch.randperm(n, device=self.device, generator=self.generator) if self.shuffle else torch.arange(n, device=self.device)
-            for i in range(0, stop, self.batch_size):
-                idx = order[i:i + self.batch_size]
+            for idx in batches(len(self.images), self.batch_size, generator=self.generator, shuffle=self.shuffle,
+                               drop_last=self.drop_last, device=self.device):
                 x = self.normalise(self.images[idx])
                 yield (self.augment_batch(x) if self.augment else x), self.labels[idx], idx

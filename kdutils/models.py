@@ -167,13 +167,18 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size, bias=False)
 
-    def forward(self, idx):
+    def hidden(self, idx):
+        """The last hidden states (B, L, d_model): the final LayerNorm's output, which ``head`` projects onto
+        the vocabulary (a chunked loss takes them and ``head.weight`` instead of the logits)."""
         if idx.shape[1] > self.block_size:
             raise ValueError(f"sequence length {idx.shape[1]} exceeds block_size {self.block_size}")
         x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
         for block in self.blocks:
             x = block(x)
-        return self.head(self.ln_f(x))
+        return self.ln_f(x)
+
+    def forward(self, idx):
+        return self.head(self.hidden(idx))
 
     def step(self, idx, cache: list):
         """Next-token logits (B, n, vocab) of the new tokens ``idx`` (B, n) that follow the ones in

@@ -1,7 +1,8 @@
 r"""Every training loop of the library, in one place.
 
 * ``fit`` (supervised) and ``distil`` (from a teacher): one readable loop, ``_loop``, below both;
-* ``fit_next_token``: next-token cross-entropy on sequences, the recipe of the zoo's GPT teachers;
+* ``fit_steps``: AdamW with a one-cycle schedule for a fixed number of steps on a loss the caller computes, the
+  loop of the token-level notebooks; ``fit_next_token``, on it, the recipe of the zoo's GPT teachers;
 * ``train_step`` (with its precision policy, ``precision``): the full run's fast step, data on the device,
   mixed precision, no value read back (``kdutils.fullrun`` trains with it; ``benchmarks/kd_throughput.py``
   times it); ``predict`` runs a model in eval mode.
@@ -191,19 +192,37 @@ def distil(student: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *
 
 # ----------------------------------------------------------------------------- next-token training
 
-def fit_next_token(model, batch, steps: int, *, generator: torch.Generator, lr: float = 3e-3) -> None:
-    """``steps`` AdamW steps with a one-cycle schedule on next-token cross-entropy; ``batch(generator)``
-    returns ``(tokens, keep)``: the sequences and a mask over ``tokens[:, :-1]`` of the positions in the loss."""
-    g = generator
+def fit_steps(model: nn.Module, loss_at: Callable[[int], torch.Tensor], steps: int, *, lr: float = 3e-3,
+              desc: str | None = None, progress: bool = False) -> list[float]:
+    """``steps`` AdamW steps (PyTorch's defaults: betas (0.9, 0.999), weight decay 0.01) with a one-cycle learning
+    rate peaking at ``lr`` (``OneCycleLR``), each on the loss ``loss_at(step)`` returns: the loop of the course's
+    token-level notebooks (06, 07, 08, 11) and of the zoo's GPT teachers. The batch, the model call and the loss
+    are the caller's (``loss_at`` closes over them), and so is the model's train/eval mode. Returns each step's
+    loss (read back once, at the end)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-    for _ in range(steps):
-        tokens, keep = batch(g)
-        loss = F.cross_entropy(model(tokens[:, :-1])[keep], tokens[:, 1:][keep])
-        opt.zero_grad()
+    curve = []
+    for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+        loss = loss_at(step)
+        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        curve.append(loss.detach())
+    return torch.stack(curve).tolist()
+
+
+def next_token_loss(model: nn.Module, tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``model``'s next-token logits on ``tokens[:, :-1]`` against ``tokens[:, 1:]``, at the
+    positions where ``keep`` (a mask over ``tokens[:, :-1]``) is True."""
+    return F.cross_entropy(model(tokens[:, :-1])[keep], tokens[:, 1:][keep])
+
+
+def fit_next_token(model, batch, steps: int, *, generator: torch.Generator, lr: float = 3e-3) -> list[float]:
+    """``fit_steps`` on ``next_token_loss``: ``batch(generator)`` returns ``(tokens, keep)`` for each step."""
+    return fit_steps(model, lambda step: next_token_loss(model, *batch(generator)), steps, lr=lr)
 
 
 # ----------------------------------------------------------------------------- the full run's fast step

@@ -156,3 +156,47 @@ def test_tasks_variable_length_batches_are_padded_and_masked():
     assert gpt(tokens).shape == (64, 12, len(tasks.VOCAB))
     with pytest.raises(ValueError, match="block_size"):
         gpt(torch.zeros(1, 13, dtype=torch.long))
+
+
+def test_fit_steps_is_adamw_one_cycle_on_the_callers_loss_and_next_token_training_is_built_on_it():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 11, (64, 9), generator=g)
+    keep = torch.rand(64, 8, generator=g) < 0.7
+
+    def model_():
+        runtime.seed_everything(0)
+        return models.GPT(11, 9, n_layer=1, n_head=2, d_model=16)
+
+    # the loop written out: AdamW, one-cycle, zero_grad / backward / step / schedule step
+    mine = model_()
+    opt = torch.optim.AdamW(mine.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=12)
+    expected = []
+    for step in range(12):
+        rows = slice(4 * step, 4 * step + 16)
+        loss = torch.nn.functional.cross_entropy(mine(tokens[rows, :-1])[keep[rows]], tokens[rows, 1:][keep[rows]])
+        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        expected.append(loss.item())
+    ref = model_()
+    curve = train.fit_steps(ref, lambda step: train.next_token_loss(ref, tokens[4 * step:4 * step + 16], keep[4 * step:4 * step + 16]), 12)
+    assert curve == expected, "one loss per step, the losses of the loop written out"
+    assert all(torch.equal(a, b) for a, b in zip(mine.parameters(), ref.parameters()))
+    # fit_next_token draws its batches from the generator it is given, one per step
+    a, b = model_(), model_()
+    draw = lambda gen: (tokens[torch.randint(0, 64, (16,), generator=gen)], torch.ones(16, 8, dtype=torch.bool))
+    train.fit_next_token(a, draw, 5, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    train.fit_steps(b, lambda step: train.next_token_loss(b, *draw(gen)), 5)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    with pytest.raises(ValueError, match="steps"):
+        train.fit_steps(a, lambda step: None, 0)
+
+
+def test_gpt_logits_are_its_head_on_its_hidden_states():
+    runtime.seed_everything(0)
+    m = models.GPT(13, 8, n_layer=2, n_head=2, d_model=16)
+    x = torch.randint(0, 13, (3, 8))
+    h = m.hidden(x)
+    assert h.shape == (3, 8, 16) and torch.equal(m.head(h), m(x))
+    with pytest.raises(ValueError, match="block_size"):
+        m.hidden(torch.zeros(1, 9, dtype=torch.long))
