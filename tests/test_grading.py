@@ -50,6 +50,15 @@ def test_autograder_zip_is_read_once_and_a_broken_one_is_named(tmp_path):
         otterformat.read_tests(nameless)
 
 
+def test_an_unknown_assignment_is_refused_before_any_work(monkeypatch, tmp_path):
+    from kdutils.course import assign, gradescope
+
+    monkeypatch.setattr(gradescope, "kdutils_wheel", lambda *a, **k: pytest.fail("built a wheel for nothing"))
+    with pytest.raises(layout.CourseError, match="no assignment 'nope'"):
+        assign.assign_all([fx.A1, "nope"], dist=tmp_path)
+    assert not any(tmp_path.iterdir()), "nothing was written"
+
+
 def scores(**lost):
     """a1's full marks, minus what a submission should lose: scores(q1=0, q4=0)."""
     return {**FULL, **lost}

@@ -141,8 +141,10 @@ def assign_all(names: list[str] | None = None, *, dist: Path | None = None, time
     from . import gradescope
 
     dist = Path(dist or layout.dist_dir())
+    names = names or layout.list_assignments()
+    for name in names:
+        layout.master(name)                                  # an unknown name is refused before any work
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         wheel = gradescope.kdutils_wheel(Path(tmp))          # one kdutils wheel for every Gradescope zip
-        rows = list(pool.map(lambda n: assign_one(n, dist, timeout=timeout, verify=verify, wheel=wheel),
-                             names or layout.list_assignments()))
+        rows = list(pool.map(lambda n: assign_one(n, dist, timeout=timeout, verify=verify, wheel=wheel), names))
     return pd.DataFrame(rows)
