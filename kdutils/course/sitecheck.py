@@ -273,6 +273,89 @@ def _target_file(site: Path, path: str) -> Path:
     return target / "index.html" if target.is_dir() else target
 
 
+def _check_page(context, url: str, rel: str, current: list[str], *, secrets: set[str], axe: str | None,
+                walk: bool, shots: Path | None, report: dict) -> tuple[set[str], list[str]]:
+    """Open one page and append what is wrong with it to ``current`` (errors, unloaded images, raw math, a
+    leaked solution line, figures without a text alternative, formulas a screen reader cannot read, axe-core's
+    findings, and on the ``walk`` page the keyboard walk); returns the page's ids and links."""
+    host = urlparse(url).netloc
+    page = context.new_page()
+    page.on("console", lambda m: m.type == "error" and current.append(f"console error: {m.text[:300]}"))
+    page.on("pageerror", lambda e: current.append(f"uncaught exception: {str(e)[:300]}"))
+    page.on("requestfailed", lambda r: urlparse(r.url).netloc == host and
+            current.append(f"request failed: {r.url} ({r.failure})"))
+    page.on("response", lambda r: r.status >= 400 and current.append(f"HTTP {r.status} for {r.url}"))
+    page.goto(url, wait_until="load")
+    probe = page.evaluate(PAGE_PROBE)
+    page.wait_for_timeout(50)     # late console messages
+    current += [f"image did not load: {src[:120]}" for src in probe["images"]]
+    current += [f"math left raw (a TeX delimiter in the text): {' '.join(m.split())!r}" for m in raw_math(probe["prose"])[:5]]
+    current += [f"MathJax error: {err[:120]}" for err in probe["mathErrors"]]
+    leaked = _lines(html_text(page.content())) & secrets
+    current += [f"shows a line of an assignment's solution or hidden tests: {line[:100]!r}" for line in sorted(leaked)[:5]]
+    current += [f"{why} ({fig['src'][:60]})" for fig in probe["figures"] if (why := figure_alt_problem(fig["alt"]))]
+    if probe["math"] and probe["assistive"] < probe["math"]:
+        current.append(f"{probe['math'] - probe['assistive']} formula(s) without assistive MathML: a screen reader "
+                       "cannot read them (MathJax's enableAssistiveMml)")
+    if shots is not None:
+        name = rel.replace("/", "__").removesuffix(".html") + ".png"
+        height = max(1, min(int(probe["height"]), SCREENSHOT_HEIGHT))
+        page.screenshot(path=str(Path(shots) / name), full_page=True, clip={"x": 0, "y": 0, "width": 1280, "height": height})
+    found, report["pages"][rel] = accessibility(page, axe) if axe is not None else \
+        ([], {"light": [], "dark": [], "skipped": True})
+    current += found
+    if walk:
+        page.evaluate(THEME, "light")
+        found, stops = keyboard_walk(page)
+        current += found
+        report["keyboard"] = {"page": rel, "stops": stops}
+    report["pages"][rel]["figures"] = probe["figures"]
+    page.close()
+    return set(probe["ids"]), list(probe["links"])
+
+
+def _search_finds(context, base: str, word: str) -> bool:
+    """Whether the site's search page, offline, lists a page for ``word``."""
+    page = context.new_page()
+    page.goto(f"{base}search.html?q={word}", wait_until="load")
+    try:
+        page.wait_for_selector("#search-results li", timeout=15_000)
+        return True
+    except Exception:
+        return False
+    finally:
+        page.close()
+
+
+def _broken_links(site: Path, host: str, links: list[tuple[str, str]], ids: dict[str, set[str]]) -> list[str]:
+    """Internal links whose file, or whose anchor in it, does not exist."""
+    problems = []
+    for rel, href in links:
+        url = urlparse(href)
+        if url.netloc != host:
+            continue
+        path, fragment = urldefrag(url.path)[0], url.fragment
+        target = _target_file(site, path)
+        if not target.is_file():
+            problems.append(f"{rel}: broken link to {unquote(path)} (no such file)")
+            continue
+        key = target.relative_to(site).as_posix()
+        if fragment and key in ids and unquote(fragment) not in ids[key]:
+            problems.append(f"{rel}: broken link to {key}#{fragment} (no such anchor)")
+    return problems
+
+
+def _leaky_downloads(site: Path, secrets: set[str]) -> list[str]:
+    """The downloadable notebooks (what a student takes away) that hold a secret line."""
+    problems = []
+    for nb in site.rglob("*.ipynb"):
+        leaked = _lines(_notebook_text(nb)) & secrets
+        if leaked:
+            problems.append(f"{nb.relative_to(site)}: a downloadable notebook holds a line of an assignment's "
+                            f"solution or hidden tests: {sorted(leaked)[0][:100]!r}")
+    return problems
+
+
 def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | None = None,
                pages: list[str] | None = None, search_word: str | None = "distillation",
                walk: str | None = "index.html", axe_pages: set[str] | None = None) -> tuple[list[str], list[str]]:
@@ -308,6 +391,7 @@ def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | Non
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
         context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+        current: list[str] = []          # the page being checked: what is wrong with it so far
 
         def outside(route):
             current.append(f"loads {route.request.url} from outside the site (bundle it: the site must work offline)")
@@ -315,78 +399,19 @@ def check_site(site: Path, *, shots: Path | None = None, secrets: set[str] | Non
 
         context.route(lambda url: urlparse(url).netloc not in (host, "") and not url.startswith("data:"), outside)
         for rel in pages:
-            current: list[str] = []
-            page = context.new_page()
-            page.on("console", lambda m: m.type == "error" and current.append(f"console error: {m.text[:300]}"))
-            page.on("pageerror", lambda e: current.append(f"uncaught exception: {str(e)[:300]}"))
-            page.on("requestfailed", lambda r: urlparse(r.url).netloc == host and
-                    current.append(f"request failed: {r.url} ({r.failure})"))
-            page.on("response", lambda r: r.status >= 400 and current.append(f"HTTP {r.status} for {r.url}"))
-            page.goto(base + rel, wait_until="load")
-            probe = page.evaluate(PAGE_PROBE)
-            page.wait_for_timeout(50)     # late console messages
-            for src in probe["images"]:
-                current.append(f"image did not load: {src[:120]}")
-            for match in raw_math(probe["prose"])[:5]:
-                current.append(f"math left raw (a TeX delimiter in the text): {' '.join(match.split())!r}")
-            for err in probe["mathErrors"]:
-                current.append(f"MathJax error: {err[:120]}")
-            leaked = _lines(html_text(page.content())) & secrets
-            for line in sorted(leaked)[:5]:
-                current.append(f"shows a line of an assignment's solution or hidden tests: {line[:100]!r}")
-            ids[rel] = set(probe["ids"])
-            links += [(rel, href) for href in probe["links"]]
-            for fig in probe["figures"]:
-                if why := figure_alt_problem(fig["alt"]):
-                    current.append(f"{why} ({fig['src'][:60]})")
-            if probe["math"] and probe["assistive"] < probe["math"]:
-                current.append(f"{probe['math'] - probe['assistive']} formula(s) without assistive MathML: a screen reader "
-                               "cannot read them (MathJax's enableAssistiveMml)")
-            if shots is not None:
-                name = rel.replace("/", "__").removesuffix(".html") + ".png"
-                height = max(1, min(int(probe["height"]), SCREENSHOT_HEIGHT))
-                page.screenshot(path=str(Path(shots) / name), full_page=True,
-                                clip={"x": 0, "y": 0, "width": 1280, "height": height})
-            found, report["pages"][rel] = accessibility(page, axe) if axe_pages is None or rel in axe_pages else \
-                ([], {"light": [], "dark": [], "skipped": True})
-            current += found
-            if rel == walk:
-                page.evaluate(THEME, "light")
-                found, stops = keyboard_walk(page)
-                current += found
-                report["keyboard"] = {"page": rel, "stops": stops}
-            report["pages"][rel]["figures"] = probe["figures"]
-            page.close()
+            current.clear()
+            ids[rel], found = _check_page(context, base + rel, rel, current, secrets=secrets, walk=rel == walk,
+                                          axe=axe if axe_pages is None or rel in axe_pages else None,
+                                          shots=shots, report=report)
+            links += [(rel, href) for href in found]
             problems += [f"{rel}: {p}" for p in dict.fromkeys(current)]
-        if search_word and "search.html" in pages:       # the search box works offline: it finds the course
-            current = []
-            page = context.new_page()
-            page.goto(f"{base}search.html?q={search_word}", wait_until="load")
-            try:
-                page.wait_for_selector("#search-results li", timeout=15_000)
-            except Exception:
-                problems.append(f"search.html: searching {search_word!r} finds no page")
-            page.close()
+        if search_word and "search.html" in pages and not _search_finds(context, base, search_word):
+            problems.append(f"search.html: searching {search_word!r} finds no page")
         browser.close()
 
-    for rel, href in links:           # internal links: the file exists, and so does the anchor
-        url = urlparse(href)
-        if url.netloc != host:
-            continue
-        path, fragment = urldefrag(url.path)[0], url.fragment
-        target = _target_file(site, path)
-        if not target.is_file():
-            problems.append(f"{rel}: broken link to {unquote(path)} (no such file)")
-            continue
-        key = target.relative_to(site).as_posix()
-        if fragment and key in ids and unquote(fragment) not in ids[key]:
-            problems.append(f"{rel}: broken link to {key}#{fragment} (no such anchor)")
+    problems += _broken_links(site, host, links, ids)
     if shots is not None:
         report["violations"] = sum(v["count"] for r in report["pages"].values() for v in r["light"] + r["dark"])
         (Path(shots) / "accessibility.json").write_text(json.dumps(report, indent=1))
-    for nb in site.rglob("*.ipynb"):       # what a student downloads: no solution there either
-        leaked = _lines(_notebook_text(nb)) & secrets
-        if leaked:
-            problems.append(f"{nb.relative_to(site)}: a downloadable notebook holds a line of an assignment's "
-                            f"solution or hidden tests: {sorted(leaked)[0][:100]!r}")
+    problems += _leaky_downloads(site, secrets)
     return list(dict.fromkeys(problems)), pages
